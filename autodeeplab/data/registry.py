@@ -1,0 +1,70 @@
+"""Name -> builder registry for segmentation datasets.
+
+A builder has the signature ``builder(root, split, transform, **options)`` and returns a
+``torch.utils.data.Dataset`` whose items are ``(image (3, H, W) float32, mask (H, W) int64)``.
+"""
+
+import inspect
+from collections.abc import Callable
+
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "test")
+
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+
+# Parameters every builder receives positionally; they are not user options.
+_FIXED_PARAMS = ("root", "split", "transform")
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator registering ``builder(root, split, transform, **options)`` under ``name``."""
+
+    def decorator(builder: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered (by {DATASETS[name]!r})")
+        DATASETS[name] = builder
+        return builder
+
+    return decorator
+
+
+def _accepted_options(builder: Callable[..., Dataset]) -> tuple[list[str], bool]:
+    """Option names a builder accepts, and whether it also takes arbitrary ``**kwargs``."""
+    params = inspect.signature(builder).parameters.values()
+    names = [
+        p.name
+        for p in params
+        if p.name not in _FIXED_PARAMS
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return names, var_kw
+
+
+def build_dataset(
+    name: str,
+    *,
+    root: str | None = None,
+    split: str,
+    transform: Callable | None = None,
+    **options,
+) -> Dataset:
+    """Build the registered dataset ``name`` for ``split`` ("train", "val" or "test")."""
+    # Built-in datasets register on import; importing here keeps `build_dataset` usable even
+    # when only this module was imported.
+    from autodeeplab.data import textures  # noqa: F401
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; registered datasets: {sorted(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; expected one of {SPLITS}")
+    builder = DATASETS[name]
+    accepted, var_kw = _accepted_options(builder)
+    if not var_kw:
+        for key in options:
+            if key not in accepted:
+                raise ValueError(
+                    f"unknown option {key!r} for dataset {name!r}; accepted options: {accepted}"
+                )
+    return builder(root, split, transform, **options)

@@ -1,0 +1,183 @@
+"""Search-time data splits (A for weights, B for architecture) and seeded augmentation.
+
+Augmentation randomness is a pure function of ``(seed, epoch, dataset index)`` and the shuffle
+order of a function of ``(seed, epoch)``, so a run gives identical batches whatever the number
+of loader workers and whether or not it was resumed mid-training.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def _derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (neighbouring inputs give unrelated streams)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def search_split(num_samples: int, seed: int) -> tuple[list[int], list[int]]:
+    """Random disjoint halves (A, B) of ``range(num_samples)``, sorted; A gets the odd one."""
+    if num_samples < 2:
+        raise ValueError(
+            f"search_split needs num_samples >= 2 to form two halves, got {num_samples}"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(num_samples, generator=generator).tolist()
+    half = (num_samples + 1) // 2
+    return sorted(perm[:half]), sorted(perm[half:])
+
+
+def _check_halves(a: Sequence[int], b: Sequence[int], where: str) -> None:
+    for key, half in (("A", a), ("B", b)):
+        if not half:
+            raise ValueError(f"{where}: split {key} is empty")
+        bad = [i for i in half if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+        if bad:
+            raise ValueError(f"{where}: split {key} has non-index entries {bad[:5]}")
+        if len(set(half)) != len(half):
+            raise ValueError(f"{where}: split {key} contains duplicate indices")
+    overlap = sorted(set(a) & set(b))
+    if overlap:
+        raise ValueError(f"{where}: splits A and B overlap on indices {overlap[:10]}")
+
+
+def save_split(
+    path: str | os.PathLike, a: Sequence[int], b: Sequence[int], *, seed: int, dataset: str
+) -> None:
+    """Write ``{"seed", "dataset", "A", "B"}`` as JSON, atomically (temp file + os.replace)."""
+    a, b = [int(i) for i in a], [int(i) for i in b]
+    _check_halves(a, b, f"save_split({os.fspath(path)!r})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"seed": int(seed), "dataset": dataset, "A": a, "B": b}
+    # A crash mid-write must never leave a truncated split file behind for a resumed run.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_split(path: str | os.PathLike) -> tuple[list[int], list[int]]:
+    """Read a file written by :func:`save_split`; returns the validated halves (A, B)."""
+    where = f"split file {os.fspath(path)!r}"
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(payload).__name__}")
+    missing = [key for key in ("seed", "dataset", "A", "B") if key not in payload]
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}; expected seed, dataset, A, B")
+    a, b = payload["A"], payload["B"]
+    if not isinstance(a, list) or not isinstance(b, list):
+        raise ValueError(f"{where}: A and B must be lists of indices")
+    _check_halves(a, b, where)
+    return a, b
+
+
+class SeededSubset(Dataset):
+    """``dataset[indices[i]]`` passed through ``transform(image, mask, generator)``.
+
+    The generator is seeded from ``(seed, epoch, dataset index)``, so an item's augmentation
+    does not depend on worker assignment, access order or resumption; call :meth:`set_epoch`
+    before each epoch to get fresh augmentations.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Sequence[int],
+        transform: Callable | None,
+        *,
+        seed: int,
+    ) -> None:
+        n = len(dataset)
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise ValueError(f"indices {bad[:5]} out of range for a dataset of {n} samples")
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream for ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.indices[i]
+        image, mask = self.dataset[index]
+        if self.transform is None:
+            return image, mask
+        generator = torch.Generator().manual_seed(_derive_seed(self.seed, self.epoch, index))
+        return self.transform(image, mask, generator)
+
+    # Convenience pass-throughs so training code can read dataset metadata off the subset.
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def ignore_index(self) -> int:
+        return self.dataset.ignore_index
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+
+def epoch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """DataLoader for one epoch whose order depends only on ``(seed, epoch)``.
+
+    Calls ``dataset.set_epoch(epoch)`` when available. Build a new loader every epoch: the
+    order is reproducible for the loader's first pass.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; expected at least 1")
+    if drop_last and len(dataset) < batch_size:
+        raise ValueError(
+            f"dataset has {len(dataset)} samples, fewer than batch_size={batch_size} with "
+            f"drop_last=True, so the loader would yield no batches"
+        )
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(_derive_seed(seed, epoch))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,122 @@
+"""Decoding: pure functions from architecture parameters to a :class:`Genotype` [P §4.3].
+
+No modules, no devices: alpha and beta may be tensors or arrays; they are read as float64 numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from autodeeplab.genotype import Edge, Genotype
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.space.edges import block_inputs, edge_row, num_edges
+from autodeeplab.space.lattice import Lattice
+
+_NONE = PRIMITIVES.index("none")
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def blocks_for_edges(edges: int) -> int:
+    """The number of blocks B whose cell has ``edges`` edges (20 -> 5)."""
+    blocks = 0
+    while num_edges(blocks) < edges:
+        blocks += 1
+    if num_edges(blocks) != edges:
+        raise ValueError(
+            f"alpha has {edges} rows, which is no cell's edge count (2, 5, 9, 14, 20, ...)"
+        )
+    return blocks
+
+
+def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
+    """Top-``keep`` edges per block from alpha logits ``(edges, ops)``.
+
+    An edge's strength is its largest non-``none`` softmax weight; ties go to the lower edge
+    index. Each kept edge takes its argmax op excluding ``none``. Kept edges are listed in input
+    order (``prev_prev``, ``prev``, ``block1``, ...).
+    """
+    weights = _softmax(_as_array(alpha))
+    if weights.ndim != 2 or weights.shape[1] != len(PRIMITIVES):
+        raise ValueError(f"alpha must have shape (edges, {len(PRIMITIVES)}), got {weights.shape}")
+    real = weights.copy()
+    real[:, _NONE] = -np.inf
+    cell = []
+    for block in range(1, blocks_for_edges(weights.shape[0]) + 1):
+        inputs = block_inputs(block)
+        rows = [edge_row(block, name) for name in inputs]
+        strength = real[rows].max(axis=1)
+        # Stable sort on -strength: equal strengths keep input order, i.e. lower edge index.
+        kept = sorted(np.argsort(-strength, kind="stable")[:keep])
+        cell.append(tuple(Edge(PRIMITIVES[int(real[rows[k]].argmax())], inputs[k]) for k in kept))
+    return tuple(cell)
+
+
+def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
+    """The most probable network path under normalised beta, and its probability.
+
+    ``beta``: logits ``(L, levels, 3)``, normalised per node over its existing directions. The
+    path starts at the stem (level 0, layer 0), takes ``L`` transitions and ends at the best level;
+    it is returned as the level of layers ``1..L``.
+    """
+    logits = _as_array(beta)
+    if logits.ndim != 3 or logits.shape[2] != 3:
+        raise ValueError(f"beta must have shape (layers, levels, 3), got {logits.shape}")
+    layers, levels, _ = logits.shape
+    lattice = Lattice(layers, levels)
+    with np.errstate(divide="ignore"):  # log 0 = -inf where there is no transition
+        log_p = np.log(transition_probabilities(logits, lattice))
+    score = np.full(levels, -np.inf)
+    score[0] = 0.0
+    back = np.zeros((layers, levels), dtype=np.int64)
+    for l in range(layers):
+        new = np.full(levels, -np.inf)
+        for s in range(levels):
+            for d in range(3):
+                t = s + d - 1
+                if 0 <= t < levels and score[s] + log_p[l, s, d] > new[t]:
+                    new[t] = score[s] + log_p[l, s, d]
+                    back[l, t] = s
+        score = new
+    level = int(np.argmax(score))
+    probability = math.exp(score[level])
+    path = [level]
+    for l in range(layers - 1, 0, -1):
+        level = int(back[l, level])
+        path.append(level)
+    return tuple(reversed(path)), probability
+
+
+def transition_probabilities(beta: Any, lattice: Lattice | None = None) -> np.ndarray:
+    """Normalised beta as numpy ``(L, levels, 3)``: softmax over each node's existing
+    directions, 0 elsewhere (the same normalisation as the supernet's forward pass)."""
+    logits = _as_array(beta)
+    lattice = lattice or Lattice(logits.shape[0], logits.shape[1])
+    mask = lattice.beta_mask().numpy()
+    filled = np.where(mask, logits, -np.inf)
+    peak = np.where(mask.any(-1, keepdims=True), filled.max(-1, keepdims=True), 0.0)
+    e = np.where(mask, np.exp(filled - peak), 0.0)
+    total = e.sum(-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+def decode(alpha: Any, beta: Any, *, meta: dict[str, Any] | None = None) -> Genotype:
+    """alpha ``(edges, ops)`` and beta ``(L, levels, 3)`` logits -> :class:`Genotype`.
+
+    ``meta`` records the path probability under beta plus anything passed in.
+    """
+    path, probability = viterbi_path(beta)
+    extra = {"path_probability": probability, **(meta or {})}
+    return Genotype(decode_cell(alpha), path, extra)

@@ -1,0 +1,1 @@
+"""How the supernet is searched: the bilevel steps, the loop and its run-directory records."""

@@ -1,0 +1,109 @@
+"""Typed configuration of the search stage (Hydra structured configs over ``conf/``).
+
+Every field is documented here; ``conf/`` files only set values. Because the schema is a
+dataclass, an unknown key, a wrong type or a missing required value stops a run with a message
+that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class DataConfig:
+    """Which data the search runs on (``data=<name>``)."""
+
+    name: str = "textures"  # a registered dataset (autodeeplab.data.DATASETS)
+    root: str | None = None  # dataset directory; the embedded texture set needs none
+    num_classes: int = 5  # must match the dataset
+    ignore_index: int = 255  # label value left out of the loss and the metrics
+    crop_size: int = 64  # square training crops (padded with ignore_index when smaller)
+    scale_min: float = 1.0  # random rescaling range before cropping
+    scale_max: float = 1.0
+    flip: bool = True  # random horizontal flips
+    train_samples: int | None = None  # use only the first N training samples (None: all)
+    val_samples: int | None = None  # use only the first N validation samples (None: all)
+    num_workers: int = 0  # DataLoader worker processes
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset builder
+
+
+@dataclass
+class SpaceConfig:
+    """The search space (``space=<name>``) [P §3, §4.1]."""
+
+    layers: int = 12  # L, cells along the network
+    levels: int = 4  # resolutions: output stride 4 * 2**level
+    filter_multiplier: int = 8  # F: a block at level s has F * 2**s channels
+    blocks: int = 5  # B, blocks per cell
+    stem_channels: list[int] = field(default_factory=lambda: [64, 64, 128])
+    aspp_channels: int = 64  # width of each search-head ASPP branch
+
+
+@dataclass
+class OptimConfig:
+    """Optimisers (``optim=<name>``); defaults are the paper's [P §5.1]."""
+
+    lr: float = 0.025  # weights: SGD, cosine from lr to lr_min over the epochs
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0  # max norm of the weight gradients (None: no clipping)
+    arch_lr: float = 3e-3  # alpha and beta: Adam
+    arch_weight_decay: float = 1e-3
+    arch_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class LoopConfig:
+    """The bilevel schedule (``search.*``) [P §4.2, §5.1]."""
+
+    epochs: int = 40
+    arch_start_epoch: int = 20  # architecture steps run in epochs after this one
+    batch_size: int = 2
+    eval_batch_size: int = 4
+    max_steps: int | None = None  # cap on weight steps per epoch (None: a full pass over A)
+
+
+@dataclass
+class SearchConfig:
+    """``conf/search.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    search: LoopConfig = field(default_factory=LoopConfig)
+    seed: int = 0  # seeds the weights, alpha/beta, the A/B split and the augmentation
+    resume: bool = False  # continue from run_dir/checkpoints/last.pt
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    progress: bool = True  # progress bars
+    tensorboard: bool = True  # write TensorBoard event files into the run directory
+
+
+def to_search_config(cfg: DictConfig | dict) -> SearchConfig:
+    """A composed config -> :class:`SearchConfig`, rejecting keys the schema does not have.
+
+    (Hydra's ``+key=value`` can add keys to a structured config; they are refused here.)
+    """
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    _check_keys(container, SearchConfig, "")
+    merged = OmegaConf.merge(OmegaConf.structured(SearchConfig), container)
+    return OmegaConf.to_object(merged)
+
+
+def _check_keys(values: Any, schema: type, prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"config key {prefix.rstrip('.') or '<root>'} must be a mapping")
+    known = {f.name: f for f in fields(schema)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(
+                f"unknown config key {prefix}{key!r}; known keys here: {sorted(known)}"
+            )
+        target = known[key].default_factory() if callable(known[key].default_factory) else None
+        if is_dataclass(target) and value is not None:
+            _check_keys(value, type(target), f"{prefix}{key}.")

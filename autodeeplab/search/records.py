@@ -1,0 +1,91 @@
+"""What a search leaves in its run directory (DESIGN §8): architecture history, per-epoch
+metrics and genotypes, TensorBoard scalars, heatmaps and text."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autodeeplab.genotype import Genotype, write_text_atomic
+from autodeeplab.ops import PRIMITIVES
+from autodeeplab.space.edges import cell_edges
+from autodeeplab.space.lattice import DIRECTIONS
+
+
+def write_arch_history(
+    path: Path, epochs: list[int], alphas: list[np.ndarray], betas: list[np.ndarray], blocks: int
+) -> None:
+    """``arch_history.npz``: raw logits alpha ``(epochs, edges, ops)`` and beta
+    ``(epochs, L, levels, 3)``, the epoch numbers and the axis names."""
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(
+        tmp,
+        alpha=np.stack(alphas).astype(np.float32),
+        beta=np.stack(betas).astype(np.float32),
+        epoch=np.asarray(epochs, dtype=np.int64),
+        op_names=np.asarray(PRIMITIVES),
+        edge_names=np.asarray(cell_edges(blocks)),
+        direction_names=np.asarray(DIRECTIONS),
+    )
+    os.replace(tmp, path)
+
+
+def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: one JSON object per epoch (rewritten whole, so it always agrees with
+    the checkpoint after a resume)."""
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def heatmap_image(values: np.ndarray, cell: int = 12) -> np.ndarray:
+    """A ``(rows, cols)`` array in [0, 1] as an RGB image ``(3, rows*cell, cols*cell)``, coloured
+    from dark blue (0) through teal to yellow (1), for TensorBoard."""
+    anchors = np.array([[0.27, 0.00, 0.33], [0.13, 0.57, 0.55], [0.99, 0.91, 0.14]])
+    v = np.clip(np.nan_to_num(values), 0.0, 1.0)
+    position = v * (len(anchors) - 1)
+    low = np.floor(position).astype(int).clip(0, len(anchors) - 2)
+    frac = (position - low)[..., None]
+    rgb = anchors[low] * (1 - frac) + anchors[low + 1] * frac
+    rgb = rgb.repeat(cell, axis=0).repeat(cell, axis=1)
+    return rgb.transpose(2, 0, 1).astype(np.float32)
+
+
+class TensorBoardLog:
+    """Scalars, alpha/beta heatmaps and the decoded genotype as text; a no-op when disabled."""
+
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+
+    def epoch(
+        self,
+        epoch: int,
+        scalars: dict[str, float],
+        alpha_weights: torch.Tensor,
+        beta_weights: torch.Tensor,
+        genotype: Genotype,
+    ) -> None:
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, epoch)
+        # alpha: edges x ops; beta: one row per (layer, level), columns (finer, same, coarser).
+        self.writer.add_image("arch/alpha", heatmap_image(alpha_weights.cpu().numpy()), epoch)
+        beta = beta_weights.cpu().numpy()
+        self.writer.add_image(
+            "arch/beta", heatmap_image(beta.reshape(-1, beta.shape[-1]), cell=8), epoch
+        )
+        self.writer.add_text("arch/genotype", "```\n" + genotype.to_json() + "```", epoch)
+        self.writer.add_text("arch/path", " ".join(map(str, genotype.path)), epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from autodeeplab.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    eval_transform,
+    search_transform,
+)
+
+
+def _pair(h=20, w=30):
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, h, w, generator=g)
+    mask = torch.randint(0, 5, (h, w), generator=g)
+    return image, mask
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_crop_pads_mask_with_ignore_and_image_with_zero():
+    image, mask = _pair(10, 12)
+    out_image, out_mask = RandomCrop(16, ignore_index=255)(image, mask, _gen())
+    assert out_image.shape == (3, 16, 16) and out_mask.shape == (16, 16)
+    # The source is smaller in both dimensions, so the crop window is the padded canvas.
+    assert torch.equal(out_mask[:10, :12], mask)
+    assert torch.all(out_mask[10:] == 255) and torch.all(out_mask[:, 12:] == 255)
+    assert torch.all(out_image[:, 10:] == 0) and torch.all(out_image[:, :, 12:] == 0)
+    assert out_mask.dtype == torch.int64
+
+
+def test_crop_is_a_window_of_the_input():
+    image, mask = _pair(20, 30)
+    out_image, out_mask = RandomCrop((8, 11))(image, mask, _gen(5))
+    assert out_image.shape == (3, 8, 11)
+    windows = [
+        (t, left)
+        for t in range(20 - 8 + 1)
+        for left in range(30 - 11 + 1)
+        if torch.equal(image[:, t : t + 8, left : left + 11], out_image)
+    ]
+    assert len(windows) == 1
+    t, left = windows[0]
+    assert torch.equal(mask[t : t + 8, left : left + 11], out_mask)
+
+
+def test_flip_flips_image_and_mask_together():
+    image, mask = _pair()
+    out_image, out_mask = RandomHorizontalFlip(p=1.0)(image, mask, _gen())
+    assert torch.equal(out_image, image.flip(-1)) and torch.equal(out_mask, mask.flip(-1))
+    same_image, same_mask = RandomHorizontalFlip(p=0.0)(image, mask, _gen())
+    assert torch.equal(same_image, image) and torch.equal(same_mask, mask)
+
+
+def test_flip_probability_half_gives_both_outcomes():
+    image, mask = _pair()
+    flip = RandomHorizontalFlip(0.5)
+    flipped = [torch.equal(flip(image, mask, _gen(s))[1], mask.flip(-1)) for s in range(40)]
+    assert 5 < sum(flipped) < 35
+
+
+def test_scale_changes_size_and_keeps_labels():
+    image, mask = _pair(20, 30)
+    out_image, out_mask = RandomScale(2.0, 2.0)(image, mask, _gen())
+    assert out_image.shape == (3, 40, 60) and out_mask.shape == (40, 60)
+    assert out_mask.dtype == torch.int64
+    # Nearest-neighbour at an integer factor replicates each label into a 2x2 block.
+    assert torch.equal(out_mask[::2, ::2], mask)
+    assert set(out_mask.unique().tolist()) <= set(mask.unique().tolist())
+    small_image, small_mask = RandomScale(0.5, 0.5)(image, mask, _gen())
+    assert small_image.shape == (3, 10, 15) and small_mask.shape == (10, 15)
+
+
+def test_scale_range_draws_different_sizes():
+    image, mask = _pair(20, 20)
+    sizes = {RandomScale(0.5, 2.0)(image, mask, _gen(s))[1].shape for s in range(10)}
+    assert len(sizes) > 3
+
+
+def test_generator_reproducibility():
+    image, mask = _pair(32, 32)
+    t = Compose(
+        [
+            RandomScale(0.75, 1.5),
+            RandomCrop(24),
+            RandomHorizontalFlip(),
+            ColorJitter(0.3, 0.3, 0.3),
+            Normalize(),
+        ]
+    )
+    a = t(image, mask, _gen(7))
+    b = t(image, mask, _gen(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    others = [t(image, mask, _gen(s)) for s in range(8, 12)]
+    assert any(not torch.equal(a[0], o[0]) for o in others)
+
+
+def test_normalize_matches_formula_and_keeps_mask():
+    image, mask = _pair()
+    out_image, out_mask = Normalize()(image, mask)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    torch.testing.assert_close(out_image, (image - mean) / std)
+    assert out_mask is mask
+    torch.testing.assert_close(eval_transform()(image, mask)[0], out_image)
+
+
+def test_color_jitter_stays_in_unit_range_and_keeps_mask():
+    image, mask = _pair()
+    out_image, out_mask = ColorJitter(0.5, 0.5, 0.5)(image, mask, _gen(3))
+    assert out_image.min() >= 0 and out_image.max() <= 1
+    assert out_mask is mask
+    assert not torch.equal(out_image, image)
+
+
+def test_search_transform_output():
+    image, mask = _pair(40, 40)
+    out_image, out_mask = search_transform(32, scale=(0.5, 1.5))(image, mask, _gen(1))
+    assert out_image.shape == (3, 32, 32) and out_mask.shape == (32, 32)
+    valid = out_mask != 255
+    assert torch.all(out_mask[valid] < 5)
+
+
+def test_shape_and_argument_errors():
+    image, mask = _pair(10, 10)
+    with pytest.raises(ValueError, match="mask"):
+        RandomHorizontalFlip()(image, mask[:5])
+    with pytest.raises(ValueError, match="min_scale"):
+        RandomScale(2.0, 1.0)
+    with pytest.raises(ValueError, match="crop size"):
+        RandomCrop((0, 4))

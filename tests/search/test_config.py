@@ -1,0 +1,77 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.search.config import SearchConfig, to_search_config
+
+ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+
+
+def _compose(overrides=()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("search", overrides=list(overrides))
+
+
+def _options(group):
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{g}={o}" for g in ("data", "space", "optim", "search") for o in _options(g)]
+    + [f"experiment={o}" for o in _options("experiment")],
+)
+def test_every_config_option_composes_into_the_schema(override):
+    overrides = [override]
+    if override in ("data=cityscapes", "experiment=cityscapes_paper"):
+        overrides.append("data.root=/data/cityscapes")
+    cfg = to_search_config(_compose(overrides))
+    assert isinstance(cfg, SearchConfig)
+
+
+def test_paper_experiment_has_the_paper_settings():
+    cfg = to_search_config(_compose(["experiment=cityscapes_paper", "data.root=x"]))
+    assert (cfg.space.layers, cfg.space.levels, cfg.space.filter_multiplier) == (12, 4, 8)
+    assert (cfg.search.epochs, cfg.search.arch_start_epoch, cfg.search.batch_size) == (40, 20, 2)
+    assert (cfg.optim.lr, cfg.optim.lr_min, cfg.optim.arch_lr) == (0.025, 0.001, 3e-3)
+    assert (cfg.data.crop_size, cfg.data.num_classes) == (321, 19)
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = to_search_config(_compose(["search.epochs=3", "space.layers=4", "seed=7"]))
+    assert (cfg.search.epochs, cfg.space.layers, cfg.seed) == (3, 4, 7)
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["search.epohcs=3"])
+    assert "epohcs" in str(err.value.__cause__ or err.value)
+
+
+def test_added_key_is_refused_by_the_schema_check():
+    with pytest.raises((ValueError, ConfigCompositionException, ConfigKeyError)) as err:
+        to_search_config(_compose(["+search.epohcs=3"]))
+    assert "epohcs" in str(err.value)
+
+
+def test_wrong_type_is_an_error_naming_the_key():
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        _compose(["search.epochs=many"])
+    assert "epochs" in str(err.value.__cause__ or err.value)
+
+
+def test_cli_reports_unknown_group_option_and_bad_key(tmp_path):
+    base = [sys.executable, "-m", "autodeeplab.search", f"hydra.run.dir={tmp_path / 'r'}"]
+    bad_group = subprocess.run(base + ["data=nope"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad_group.returncode != 0
+    assert "data" in bad_group.stderr and "nope" in bad_group.stderr
+    added = subprocess.run(base + ["+space.width=3"], capture_output=True, text=True, cwd=tmp_path)
+    assert added.returncode != 0
+    assert "width" in added.stderr + added.stdout

@@ -1,0 +1,153 @@
+"""End-to-end runs of ``python -m autodeeplab.search experiment=smoke``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from autodeeplab import PRIMITIVES, Genotype, cell_edges
+from autodeeplab.data import load_split
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SMOKE = ["experiment=smoke", "threads=1", "progress=false"]
+
+
+def _cmd(run_dir, *extra):
+    return [sys.executable, "-m", "autodeeplab.search", *SMOKE, f"hydra.run.dir={run_dir}", *extra]
+
+
+def _run(run_dir, *extra, check=True):
+    result = subprocess.run(
+        _cmd(run_dir, *extra),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=run_dir.parent,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("search") / "run"
+    _run(run_dir)
+    return run_dir
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    d = smoke_run
+    for name in (
+        ".hydra/config.yaml",
+        "genotype.json",
+        "arch_history.npz",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+        "split.json",
+    ):
+        assert (d / name).is_file(), name
+    assert sorted(p.name for p in (d / "genotypes").iterdir()) == [
+        "epoch_001.json",
+        "epoch_002.json",
+        "epoch_003.json",
+    ]
+    assert any(p.name.startswith("events.out.tfevents") for p in d.iterdir())
+
+    genotype = Genotype.from_json(d / "genotype.json")
+    assert len(genotype.cell) == 3 and len(genotype.path) == 3  # the tiny space
+    assert genotype == Genotype.from_json(d / "genotypes" / "epoch_003.json")
+
+    history = np.load(d / "arch_history.npz")
+    assert history["alpha"].shape == (3, 9, 8)
+    assert history["beta"].shape == (3, 3, 3, 3)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert tuple(history["op_names"]) == PRIMITIVES
+    assert list(history["edge_names"]) == cell_edges(3)
+    # Architecture steps start after epoch 1: alpha is constant before, moves after.
+    assert not np.allclose(history["alpha"][1], history["alpha"][2])
+
+    records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for r in records:
+        for key in ("train_loss", "val_loss", "miou", "seconds", "peak_memory_mib", "path"):
+            assert key in r
+        assert 0.0 <= r["miou"] <= 1.0 and r["peak_memory_mib"] > 0
+    assert records[0]["arch_loss"] is None and records[2]["arch_loss"] > 0
+
+    a, b = load_split(d / "split.json")
+    assert not set(a) & set(b) and sorted(a + b) == list(range(16))
+
+    state = torch.load(d / "checkpoints" / "last.pt", weights_only=False)
+    for key in (
+        "model",
+        "weight_optimizer",
+        "arch_optimizer",
+        "schedule",
+        "rng",
+        "split",
+        "epoch",
+        "config",
+        "model_args",
+    ):
+        assert key in state
+    assert state["epoch"] == 3
+
+
+def test_a_finished_run_is_never_overwritten(smoke_run):
+    before = (smoke_run / "genotype.json").read_text()
+    result = _run(smoke_run, check=False)
+    assert result.returncode != 0
+    assert "already holds a search" in result.stderr + result.stdout
+    assert (smoke_run / "genotype.json").read_text() == before
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    extra = ["search.epochs=4", "data.train_samples=32"]
+    full = tmp_path / "full"
+    _run(full, *extra)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cmd(killed, *extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+        cwd=tmp_path,
+    )
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "genotype.json").exists(), "the run finished before it was killed"
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=False)["epoch"] < 4
+
+    _run(killed, *extra, "resume=true")
+    a, b = np.load(full / "arch_history.npz"), np.load(killed / "arch_history.npz")
+    assert a["epoch"].tolist() == b["epoch"].tolist() == [1, 2, 3, 4]
+    assert np.abs(a["alpha"] - b["alpha"]).max() <= 1e-6
+    assert np.abs(a["beta"] - b["beta"]).max() <= 1e-6
+    assert Genotype.from_json(full / "genotype.json") == Genotype.from_json(
+        killed / "genotype.json"
+    )
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    result = _run(tmp_path / "empty", "resume=true", check=False)
+    assert result.returncode != 0
+    assert "no checkpoint" in result.stderr + result.stdout

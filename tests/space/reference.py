@@ -1,0 +1,64 @@
+"""A plain implementation of the supernet's eq. 6, for checking the fused forward pass.
+
+Every (path, edge, op) is a separate call of the op module from ``autodeeplab.ops`` (weights
+taken as views of the supernet's fused parameters, so gradients land on the same tensors); each
+path runs its cell on its own; nothing is batched or shared.
+"""
+
+import torch
+from torch.func import functional_call
+
+from autodeeplab.ops import OPS, PRIMITIVES, half_size, resize
+from autodeeplab.space.edges import block_inputs, consumers, edge_row
+
+
+def reference_cell(cell, prev, prev_prev, alpha_weights, templates):
+    states = {"prev": prev, "prev_prev": prev_prev}
+    outputs = []
+    for block in range(1, cell.blocks + 1):
+        total = 0
+        for name in block_inputs(block):
+            if name == "prev_prev" and prev_prev is None:
+                continue
+            reader = cell.readers[name]
+            slot = [b for b, _ in consumers(name, cell.blocks)].index(block)
+            row = edge_row(block, name)
+            for k, op in enumerate(PRIMITIVES):
+                if op == "none":
+                    continue
+                out = functional_call(
+                    templates[op], reader.op_parameters(slot, op), (states[name],)
+                )
+                total = total + alpha_weights[row, k] * out
+        states[f"block{block}"] = total
+        outputs.append(total)
+    return torch.cat(outputs, dim=1)
+
+
+def reference_forward(net, x, alpha_weights=None, beta_weights=None):
+    aw = net.alpha_weights() if alpha_weights is None else alpha_weights
+    bw = net.beta_weights() if beta_weights is None else beta_weights
+    _, stem = net.stem(x)
+    sizes = [tuple(stem.shape[-2:])]
+    for _ in range(1, net.lattice.levels):
+        sizes.append(half_size(sizes[-1]))
+    templates_by_width = {}
+    states = {(0, 0): stem}
+    for (l, s), node in zip(net.lattice.nodes, net.nodes):
+        width = node.cell.channels
+        templates = templates_by_width.setdefault(
+            width, {op: OPS[op](width, 1, False) for op in PRIMITIVES}
+        )
+        pp = node.prev_prev(states[(l - 2, s)]) if node.prev_prev is not None else None
+        total = 0
+        for (source, direction), resample in zip(node.incoming, node.resample):
+            h = states[(l - 1, source)]
+            if source > s:
+                h = resize(h, sizes[s])
+            cell_out = reference_cell(node.cell, resample(h), pp, aw, templates)
+            total = total + bw[l - 1, source, direction] * cell_out
+        states[(l, s)] = total
+    logits = 0
+    for s, head in zip(net.head_levels, net.heads):
+        logits = logits + resize(head(states[(net.lattice.layers, s)]), tuple(x.shape[-2:]))
+    return logits

@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import reference_forward
+
+from autodeeplab import build_supernet
+
+
+def _grads(net, x, forward):
+    net.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    out = forward(x)
+    target = torch.randint(
+        0, net.num_classes, (x.shape[0], *x.shape[-2:]), generator=torch.Generator().manual_seed(1)
+    )
+    F.cross_entropy(out, target).backward()
+    grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    return out.detach(), grads, x.grad
+
+
+@pytest.mark.parametrize("layers,levels,blocks,size", [(3, 3, 3, 32), (2, 2, 5, 17), (4, 4, 2, 40)])
+def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(layers, levels, blocks, size):
+    net = build_supernet(
+        num_classes=3,
+        layers=layers,
+        levels=levels,
+        filter_multiplier=2,
+        blocks=blocks,
+        stem_channels=(4, 4, 8),
+        aspp_channels=4,
+    )
+    with torch.no_grad():  # make alpha and beta far from uniform so mixing errors show
+        net.alpha.normal_(0, 1)
+        net.beta.normal_(0, 1)
+    x = torch.randn(2, 3, size, size)
+    out, grads, x_grad = _grads(net, x, net)
+    ref_out, ref_grads, ref_x_grad = _grads(net, x, lambda inp: reference_forward(net, inp))
+    assert out.shape == (2, 3, size, size)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(
+            grads[name], ref_grads[name], atol=1e-5, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    torch.testing.assert_close(x_grad, ref_x_grad, atol=1e-6, rtol=1e-3)
+
+
+def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
+    net = build_supernet(
+        num_classes=3,
+        layers=5,
+        levels=4,
+        filter_multiplier=2,
+        blocks=2,
+        stem_channels=(4, 4, 8),
+        aspp_channels=4,
+    )
+    used = [tuple(col) for node in net.nodes for col in node.beta_index.t().tolist()]
+    assert len(used) == len(set(used))
+    assert set(used) == set(net.lattice.transitions)
+    # ... and the forward pass reads exactly those: gradient w.r.t. normalised beta.
+    bw = net.beta_weights().detach().requires_grad_()
+    net.forward_with(torch.randn(2, 3, 32, 32), net.alpha_weights(), bw).square().mean().backward()
+    mask = net.lattice.beta_mask()
+    assert torch.all(bw.grad[~mask] == 0)
+    assert torch.all(bw.grad[mask] != 0)
+
+
+def test_gradients_reach_alpha_beta_and_weights_and_batch_size_one_works():
+    net = build_supernet(
+        num_classes=4,
+        layers=3,
+        levels=3,
+        filter_multiplier=2,
+        blocks=3,
+        stem_channels=(4, 4, 8),
+        aspp_channels=4,
+    )
+    net.train()
+    out = net(torch.randn(1, 3, 24, 24))
+    assert out.shape == (1, 4, 24, 24)
+    F.cross_entropy(out, torch.randint(0, 4, (1, 24, 24))).backward()
+    alpha, beta = net.arch_parameters()
+    assert alpha.grad.abs().sum() > 0
+    assert beta.grad[net.lattice.beta_mask()].abs().sum() > 0
+    assert all(p.grad is not None for p in net.weight_parameters())
+
+
+def test_arch_parameters_are_held_apart_from_the_weights():
+    net = build_supernet(
+        num_classes=4,
+        layers=2,
+        levels=2,
+        filter_multiplier=2,
+        blocks=2,
+        stem_channels=(4, 4, 8),
+        aspp_channels=4,
+    )
+    alpha, beta = net.arch_parameters()
+    assert alpha.shape == (5, 8) and beta.shape == (2, 2, 3)
+    weights = {id(p) for p in net.weight_parameters()}
+    assert id(alpha) not in weights and id(beta) not in weights
+    assert len(weights) + 2 == len(list(net.parameters()))
+
+
+def test_paper_space_shapes():
+    net = build_supernet(num_classes=19)
+    alpha, beta = net.arch_parameters()
+    assert alpha.shape == (20, 8) and beta.shape == (12, 4, 3)
+    assert len(net.nodes) == 45
+    assert [h.dilation for h in net.heads] == [24, 12, 6, 3]
+    # prev_prev edges are absent where H(l-2, s) does not exist
+    absent = [(n.layer, n.level) for n in net.nodes if n.prev_prev is None]
+    assert absent == [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3)]
+    assert all("prev_prev" not in n.cell.readers for n in net.nodes if n.prev_prev is None)

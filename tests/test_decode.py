@@ -1,0 +1,124 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autodeeplab import PRIMITIVES, decode
+from autodeeplab.decode import decode_cell, transition_probabilities, viterbi_path
+from autodeeplab.genotype import Edge
+from autodeeplab.space.edges import edge_row
+
+OP = {name: i for i, name in enumerate(PRIMITIVES)}
+
+
+def _brute_force(beta):
+    layers, levels, _ = beta.shape
+    p = transition_probabilities(beta)
+    best, best_path = -1.0, None
+    for steps in itertools.product((-1, 0, 1), repeat=layers):
+        level, prob, path = 0, 1.0, []
+        for l, step in enumerate(steps):
+            target = level + step
+            if not 0 <= target < levels:
+                prob = 0.0
+                break
+            prob *= p[l, level, step + 1]
+            level = target
+            path.append(level)
+        if prob > best:
+            best, best_path = prob, tuple(path)
+    return best_path, best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_viterbi_agrees_with_brute_force_over_all_paths(seed):
+    beta = np.random.default_rng(seed).normal(scale=2.0, size=(12, 4, 3))
+    path, prob = viterbi_path(torch.tensor(beta))
+    bf_path, bf_prob = _brute_force(beta)
+    assert path == bf_path
+    assert prob == pytest.approx(bf_prob, rel=1e-9)
+
+
+def test_viterbi_small_lattices_and_probability_normalisation():
+    beta = np.random.default_rng(7).normal(size=(5, 3, 3))
+    path, prob = viterbi_path(beta)
+    assert (path, pytest.approx(prob)) == _brute_force(beta)
+    # Probabilities of all paths sum to one: beta is a transition probability.
+    p = transition_probabilities(beta)
+    total = 0.0
+    for steps in itertools.product((-1, 0, 1), repeat=5):
+        level, prob = 0, 1.0
+        for l, step in enumerate(steps):
+            if not 0 <= level + step < 3:
+                prob = 0.0
+                break
+            prob *= p[l, level, step + 1]
+            level += step
+        total += prob
+    assert total == pytest.approx(1.0)
+
+
+def test_viterbi_follows_a_strong_hand_made_path():
+    target = [0, 1, 2, 3, 3, 2, 1, 1, 2, 3, 3, 3]
+    beta = np.zeros((12, 4, 3))
+    level = 0
+    for l, t in enumerate(target):
+        beta[l, level, t - level + 1] = 10.0
+        level = t
+    path, prob = viterbi_path(beta)
+    assert list(path) == target
+    assert prob > 0.99**12 * 0.9
+
+
+def _alpha_with(choices):
+    """choices: {(block, input): (op, strength)} on top of a flat alpha."""
+    alpha = np.zeros((20, len(PRIMITIVES)))
+    for (block, source), (op, logit) in choices.items():
+        alpha[edge_row(block, source), OP[op]] = logit
+    return alpha
+
+
+def test_cell_rule_top2_edges_argmax_op_without_none_in_input_order():
+    alpha = _alpha_with(
+        {
+            (1, "prev"): ("sep_conv_3x3", 3.0),
+            (1, "prev_prev"): ("atrous_conv_5x5", 2.0),
+            (2, "block1"): ("max_pool_3x3", 4.0),
+            (2, "prev_prev"): ("skip_connect", 3.0),
+            (2, "prev"): ("avg_pool_3x3", 1.0),
+            (3, "block2"): ("sep_conv_5x5", 2.0),
+            (3, "prev"): ("atrous_conv_3x3", 1.5),
+            (4, "block3"): ("sep_conv_3x3", 1.0),
+            (4, "block1"): ("sep_conv_3x3", 1.0),
+            (5, "block4"): ("atrous_conv_3x3", 5.0),
+            (5, "prev"): ("sep_conv_5x5", 5.0),
+        }
+    )
+    # `none` dominates an edge but never counts as its strength or its op.
+    alpha[edge_row(3, "block1"), OP["none"]] = 50.0
+    cell = decode_cell(alpha)
+    assert cell[0] == (Edge("atrous_conv_5x5", "prev_prev"), Edge("sep_conv_3x3", "prev"))
+    assert cell[1] == (Edge("skip_connect", "prev_prev"), Edge("max_pool_3x3", "block1"))
+    assert cell[2] == (Edge("atrous_conv_3x3", "prev"), Edge("sep_conv_5x5", "block2"))
+    # equal strengths: kept in input order
+    assert cell[3] == (Edge("sep_conv_3x3", "block1"), Edge("sep_conv_3x3", "block3"))
+    assert cell[4] == (Edge("sep_conv_5x5", "prev"), Edge("atrous_conv_3x3", "block4"))
+
+
+def test_ties_go_to_the_lower_edge_index():
+    cell = decode_cell(np.zeros((20, len(PRIMITIVES))))
+    for block in cell:
+        assert [e.input for e in block] == ["prev_prev", "prev"]
+        assert all(e.op == "max_pool_3x3" for e in block)  # first non-none column
+
+
+def test_decode_is_pure_and_records_the_path_probability():
+    alpha, beta = torch.randn(20, 8), torch.randn(12, 4, 3)
+    before = (alpha.clone(), beta.clone())
+    g = decode(alpha, beta)
+    assert torch.equal(alpha, before[0]) and torch.equal(beta, before[1])
+    assert g == decode(alpha.numpy(), beta.numpy())
+    assert math.isclose(g.meta["path_probability"], viterbi_path(beta)[1])
+    assert len(g.cell) == 5 and len(g.path) == 12

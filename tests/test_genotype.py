@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from autodeeplab import Genotype, GenotypeError
+from autodeeplab.genotype import FORMAT, NAMED_GENOTYPES
+
+
+def test_paper_genotype_matches_the_tf_builder():
+    g = Genotype.named("paper")
+    assert g.path == (0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1)
+    assert [(e.op, e.input) for e in g.cell[0]] == [
+        ("atrous_conv_5x5", "prev_prev"),
+        ("sep_conv_3x3", "prev"),
+    ]
+    assert [(e.op, e.input) for e in g.cell[4]] == [
+        ("sep_conv_5x5", "block2"),
+        ("atrous_conv_5x5", "block4"),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_GENOTYPES))
+def test_round_trip_through_a_file(tmp_path, name):
+    g = Genotype.named(name)
+    path = tmp_path / "genotype.json"
+    text = g.to_json(path)
+    assert json.loads(text)["format"] == FORMAT
+    assert Genotype.from_json(path) == g
+    assert json.loads(path.read_text()) == g.to_dict()
+
+
+def test_meta_is_kept_but_not_compared(tmp_path):
+    g = Genotype.named("paper")
+    with_meta = Genotype(g.cell, g.path, {"epoch": 3})
+    assert with_meta == g
+    with_meta.to_json(tmp_path / "g.json")
+    assert Genotype.from_json(tmp_path / "g.json").meta == {"epoch": 3}
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _paper():
+    return json.loads(json.dumps(NAMED_GENOTYPES["paper"]))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["cell"][0][0].update(op="conv_7x7"), "unknown op 'conv_7x7'"),
+        (lambda d: d["cell"][0][0].update(op="none"), "unknown op 'none'"),
+        (lambda d: d.pop("path"), "missing key 'path'"),
+        (lambda d: d.pop("cell"), "missing key 'cell'"),
+        (lambda d: d["cell"][1][0].pop("input"), "missing key 'input'"),
+        (lambda d: d["cell"][1][0].update(input="block2"), "block2: input 'block2'"),
+        (lambda d: d["cell"][0][1].update(input="block3"), "block1: input 'block3'"),
+        (lambda d: d.update(path=[0, 0, 2, 2]), "jumps from level 0 to 2 at layer 3"),
+        (lambda d: d.update(path=[1, 2, 3, 4]), "layer 4 has level 4"),
+        (lambda d: d.update(path=[0, -1]), "level -1"),
+        (lambda d: d.update(path=[2, 2]), "jumps from level 0 to 2 at layer 1"),
+        (lambda d: d.update(format="v0"), "key 'format'"),
+        (lambda d: d.update(path="0,1"), "key 'path' must be a list"),
+    ],
+)
+def test_malformed_files_raise_clear_errors(tmp_path, mutate, message):
+    data = _paper()
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(GenotypeError) as err:
+        Genotype.from_json(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_unreadable_and_invalid_json(tmp_path):
+    with pytest.raises(GenotypeError, match="cannot read"):
+        Genotype.from_json(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(GenotypeError, match="not valid JSON"):
+        Genotype.from_json(tmp_path / "x.json")
+    with pytest.raises(GenotypeError, match="unknown genotype name"):
+        Genotype.named("nope")
+
+
+def test_genotype_is_frozen():
+    g = Genotype.named("paper")
+    with pytest.raises(AttributeError):
+        g.path = (0,)

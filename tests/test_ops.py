@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from autodeeplab import OPS, PRIMITIVES
+from autodeeplab.ops import AtrousConv, SepConv, Stem, half_size
+
+
+def test_primitives_order_and_table():
+    assert PRIMITIVES == (
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "atrous_conv_3x3",
+        "atrous_conv_5x5",
+    )
+    assert tuple(OPS) == PRIMITIVES
+    with pytest.raises(TypeError):
+        OPS["new"] = None  # the table is read-only
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 9])
+def test_every_op_keeps_channels_and_halves_at_stride_2(name, stride, size):
+    op = OPS[name](8, stride, True)
+    y = op(torch.randn(2, 8, size, size))
+    expected = size if stride == 1 else half_size((size, size))[0]
+    assert y.shape == (2, 8, expected, expected)
+
+
+def test_separable_conv_is_two_units_with_stride_in_the_first():
+    op = SepConv(4, 5, stride=2)
+    assert len(op) == 2
+    assert op[0].depthwise.stride == (2, 2) and op[1].depthwise.stride == (1, 1)
+    assert op[0].depthwise.groups == 4 and op[0].depthwise.kernel_size == (5, 5)
+
+
+def test_atrous_conv_is_dense_and_dilated():
+    op = AtrousConv(6, 3)
+    assert op.conv.groups == 1 and op.conv.dilation == (2, 2)
+    assert op.conv.weight.shape == (6, 6, 3, 3)
+
+
+def test_none_is_zero_and_pools_do_not_count_padding():
+    x = torch.rand(1, 2, 5, 5) + 1.0
+    assert OPS["none"](2, 1, False)(x).abs().sum() == 0
+    # count_include_pad=False: the mean of a constant image is the constant, also at borders.
+    avg = OPS["avg_pool_3x3"](2, 1, False)(torch.full((1, 2, 5, 5), 3.0))
+    assert torch.allclose(avg, torch.full_like(avg, 3.0))
+
+
+def test_stem_reaches_stride_4_with_tf_sizes():
+    half, quarter = Stem()(torch.randn(1, 3, 321, 321))
+    assert half.shape == (1, 64, 161, 161)
+    assert quarter.shape == (1, 128, 81, 81)
