@@ -122,3 +122,36 @@ def test_decode_is_pure_and_records_the_path_probability():
     assert g == decode(alpha.numpy(), beta.numpy())
     assert math.isclose(g.meta["path_probability"], viterbi_path(beta)[1])
     assert len(g.cell) == 5 and len(g.path) == 12
+
+
+def test_decoder_reads_every_valid_beta_entry_and_no_other():
+    from autodeeplab.space.lattice import Lattice
+
+    lattice = Lattice(12, 4)
+    mask = lattice.beta_mask().numpy()
+    beta = np.random.default_rng(3).normal(size=(12, 4, 3))
+    noisy = beta.copy()
+    noisy[~mask] = np.random.default_rng(4).normal(scale=100.0, size=(~mask).sum())
+    assert viterbi_path(noisy) == viterbi_path(beta)
+    # The path probability is the product of one normalised entry per layer along the path.
+    path, prob = viterbi_path(beta)
+    p = transition_probabilities(beta)
+    level, expected = 0, 1.0
+    for l, target in enumerate(path):
+        expected *= p[l, level, target - level + 1]
+        level = target
+    assert prob == pytest.approx(expected, rel=1e-12)
+    # Every valid entry can decide the path: making it dominant puts it on the path.
+    for l, s, d in lattice.transitions:
+        forced = beta.copy()
+        forced[l, s, d] = 60.0
+        # lead the path to (l, s) with equally dominant entries
+        level = 0
+        for k in range(l):
+            step = 1 if level < s else 0
+            forced[k, level, step + 1] = 60.0
+            level += step
+        if level != s:
+            continue  # (l, s) unreachable in l steps from the stem: not a node
+        path, _ = viterbi_path(forced)
+        assert (path[l - 1] if l else 0) == s and path[l] == s + d - 1

@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.search.config import SearchConfig, to_search_config
-from autodeeplab.search.loop import run_search
+from autodeeplab.search.loop import check_run_dir, run_search
 
 ConfigStore.instance().store(name="search_schema", node=SearchConfig)
 log = logging.getLogger("autodeeplab.search")
 
 
+def save_run_config(run_dir: Path, cfg: DictConfig, resume: bool) -> None:
+    """``.hydra/config.yaml`` and ``overrides.yaml`` of a new run; a resume adds
+    ``resume_N_overrides.yaml`` and leaves the original record alone."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = OmegaConf.create(list(HydraConfig.get().overrides.task))
+    if resume:
+        n = len(list(folder.glob("resume_*_overrides.yaml"))) + 1
+        OmegaConf.save(overrides, folder / f"resume_{n}_overrides.yaml")
+        return
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(overrides, folder / "overrides.yaml")
+
+
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="search")
 def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = to_search_config(cfg)
-        run_search(config, HydraConfig.get().runtime.output_dir)
+        check_run_dir(run_dir, config.resume)
+        save_run_config(run_dir, cfg, config.resume)
+        run_search(config, run_dir)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         # A user error: say what is wrong, without a traceback.
         log.error("%s", err)

@@ -102,7 +102,7 @@ def _check_keys(values: Any, schema: type, prefix: str) -> None:
     for key, value in values.items():
         if key not in known:
             raise ValueError(
-                f"unknown config key {prefix}{key!r}; known keys here: {sorted(known)}"
+                f"unknown config key '{prefix}{key}'; known keys here: {sorted(known)}"
             )
         target = known[key].default_factory() if callable(known[key].default_factory) else None
         if is_dataclass(target) and value is not None:

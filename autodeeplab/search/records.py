@@ -41,6 +41,16 @@ def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
+def write_history(
+    run_dir: Path, history: dict[str, list], records: list[dict[str, Any]], blocks: int
+) -> None:
+    """Rewrite ``arch_history.npz`` and ``metrics.jsonl`` from the search's in-memory state."""
+    write_arch_history(
+        run_dir / "arch_history.npz", history["epoch"], history["alpha"], history["beta"], blocks
+    )
+    write_metrics(run_dir / "metrics.jsonl", records)
+
+
 def heatmap_image(values: np.ndarray, cell: int = 12) -> np.ndarray:
     """A ``(rows, cols)`` array in [0, 1] as an RGB image ``(3, rows*cell, cols*cell)``, coloured
     from dark blue (0) through teal to yellow (1), for TensorBoard."""
@@ -52,6 +62,19 @@ def heatmap_image(values: np.ndarray, cell: int = 12) -> np.ndarray:
     rgb = anchors[low] * (1 - frac) + anchors[low + 1] * frac
     rgb = rgb.repeat(cell, axis=0).repeat(cell, axis=1)
     return rgb.transpose(2, 0, 1).astype(np.float32)
+
+
+#: metrics.jsonl key -> TensorBoard tag
+_SCALARS = {
+    "train_loss": "loss/train",
+    "arch_loss": "loss/arch",
+    "val_loss": "loss/val",
+    "miou": "val/miou",
+    "pixel_acc": "val/pixel_acc",
+    "lr": "lr",
+    "path_probability": "arch/path_probability",
+    "seconds": "time/epoch_seconds",
+}
 
 
 class TensorBoardLog:
@@ -67,15 +90,17 @@ class TensorBoardLog:
     def epoch(
         self,
         epoch: int,
-        scalars: dict[str, float],
+        record: dict[str, Any],
         alpha_weights: torch.Tensor,
         beta_weights: torch.Tensor,
         genotype: Genotype,
     ) -> None:
+        """Log one epoch's record (losses, mIoU, time) and architecture."""
         if self.writer is None:
             return
-        for name, value in scalars.items():
-            self.writer.add_scalar(name, value, epoch)
+        for key, tag in _SCALARS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], epoch)
         # alpha: edges x ops; beta: one row per (layer, level), columns (finer, same, coarser).
         self.writer.add_image("arch/alpha", heatmap_image(alpha_weights.cpu().numpy()), epoch)
         beta = beta_weights.cpu().numpy()

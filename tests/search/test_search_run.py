@@ -88,27 +88,30 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert not set(a) & set(b) and sorted(a + b) == list(range(16))
 
     state = torch.load(d / "checkpoints" / "last.pt", weights_only=False)
-    for key in (
+    keys = (
         "model",
-        "weight_optimizer",
-        "arch_optimizer",
-        "schedule",
+        "optimisers",
         "rng",
         "split",
         "epoch",
         "config",
         "model_args",
-    ):
+        "history",
+        "records",
+        "genotype",
+    )
+    for key in keys:
         assert key in state
     assert state["epoch"] == 3
 
 
 def test_a_finished_run_is_never_overwritten(smoke_run):
-    before = (smoke_run / "genotype.json").read_text()
-    result = _run(smoke_run, check=False)
-    assert result.returncode != 0
+    kept = ["genotype.json", ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl"]
+    before = {name: (smoke_run / name).read_bytes() for name in kept}
+    result = _run(smoke_run, "seed=5", check=False)
+    assert result.returncode == 2
     assert "already holds a search" in result.stderr + result.stdout
-    assert (smoke_run / "genotype.json").read_text() == before
+    assert {name: (smoke_run / name).read_bytes() for name in kept} == before
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):

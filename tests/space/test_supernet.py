@@ -6,6 +6,18 @@ from reference import reference_forward
 from autodeeplab import build_supernet
 
 
+def _tiny(num_classes, layers, levels, blocks):
+    return build_supernet(
+        num_classes=num_classes,
+        layers=layers,
+        levels=levels,
+        filter_multiplier=2,
+        blocks=blocks,
+        stem_channels=(4, 4, 8),
+        aspp_channels=4,
+    )
+
+
 def _grads(net, x, forward):
     net.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_()
@@ -20,15 +32,7 @@ def _grads(net, x, forward):
 
 @pytest.mark.parametrize("layers,levels,blocks,size", [(3, 3, 3, 32), (2, 2, 5, 17), (4, 4, 2, 40)])
 def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(layers, levels, blocks, size):
-    net = build_supernet(
-        num_classes=3,
-        layers=layers,
-        levels=levels,
-        filter_multiplier=2,
-        blocks=blocks,
-        stem_channels=(4, 4, 8),
-        aspp_channels=4,
-    )
+    net = _tiny(3, layers, levels, blocks)
     with torch.no_grad():  # make alpha and beta far from uniform so mixing errors show
         net.alpha.normal_(0, 1)
         net.beta.normal_(0, 1)
@@ -46,15 +50,7 @@ def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(layers, levels, b
 
 
 def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
-    net = build_supernet(
-        num_classes=3,
-        layers=5,
-        levels=4,
-        filter_multiplier=2,
-        blocks=2,
-        stem_channels=(4, 4, 8),
-        aspp_channels=4,
-    )
+    net = _tiny(3, 5, 4, 2)
     used = [tuple(col) for node in net.nodes for col in node.beta_index.t().tolist()]
     assert len(used) == len(set(used))
     assert set(used) == set(net.lattice.transitions)
@@ -67,15 +63,7 @@ def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
 
 
 def test_gradients_reach_alpha_beta_and_weights_and_batch_size_one_works():
-    net = build_supernet(
-        num_classes=4,
-        layers=3,
-        levels=3,
-        filter_multiplier=2,
-        blocks=3,
-        stem_channels=(4, 4, 8),
-        aspp_channels=4,
-    )
+    net = _tiny(4, 3, 3, 3)
     net.train()
     out = net(torch.randn(1, 3, 24, 24))
     assert out.shape == (1, 4, 24, 24)
@@ -87,15 +75,7 @@ def test_gradients_reach_alpha_beta_and_weights_and_batch_size_one_works():
 
 
 def test_arch_parameters_are_held_apart_from_the_weights():
-    net = build_supernet(
-        num_classes=4,
-        layers=2,
-        levels=2,
-        filter_multiplier=2,
-        blocks=2,
-        stem_channels=(4, 4, 8),
-        aspp_channels=4,
-    )
+    net = _tiny(4, 2, 2, 2)
     alpha, beta = net.arch_parameters()
     assert alpha.shape == (5, 8) and beta.shape == (2, 2, 3)
     weights = {id(p) for p in net.weight_parameters()}
