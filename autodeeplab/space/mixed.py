@@ -96,15 +96,21 @@ class InputEdges(nn.Module):
             y = self.sep_bn[unit](y)
         sep = y.view(n, 2, p, e, c, h, w)
 
-        # Dense atrous convs: every edge reads all C channels of its path.
-        atrous3 = F.conv2d(
-            r, self._repeat_paths(self.atrous3[None]), padding=2, dilation=2, groups=p
-        )
-        atrous5 = F.conv2d(
-            r, self._repeat_paths(self.atrous5[None]), padding=4, dilation=2, groups=p
-        )
-        atrous3 = self.atrous_bn[0](atrous3).view(n, p, e, c, h, w)
-        atrous5 = self.atrous_bn[1](atrous5).view(n, p, e, c, h, w)
+        # Dense atrous convs: paths go on the batch axis, so the big (E*C, C, k, k) weights are
+        # used as they are (repeating them per path would dominate the step's memory); BN still
+        # sees (path, edge, channel) on the channel axis.
+        paths_on_batch = r.view(n, p, c, h, w).transpose(0, 1).reshape(p * n, c, h, w)
+        atrous = []
+        for k, (weight, bn) in enumerate(zip((self.atrous3, self.atrous5), self.atrous_bn)):
+            y = F.conv2d(
+                paths_on_batch,
+                weight.view(e * c, c, 3 + 2 * k, 3 + 2 * k),
+                padding=2 + 2 * k,
+                dilation=2,
+            )
+            y = y.view(p, n, e * c, h, w).transpose(0, 1).reshape(n, p * e * c, h, w)
+            atrous.append(bn(y).view(n, p, e, c, h, w))
+        atrous3, atrous5 = atrous
 
         # Weight-free ops: once per input, shared by every edge.
         free = torch.stack(
