@@ -22,8 +22,10 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab import build_supernet
+from autodeeplab.space.reference import reference_forward
 
 
 def calibration_unit_seconds(repeats: int = 7, warmup: int = 2) -> float:
@@ -41,6 +43,25 @@ def calibration_unit_seconds(repeats: int = 7, warmup: int = 2) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large fp32 matmul: the machine's practical limit for this process."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def step_flops(forward, images: torch.Tensor, target: torch.Tensor) -> float:
+    """FLOPs of one training step: the forward pass counted by ``torch.utils.flop_counter``,
+    times 3 for forward + backward. (Its own count of ``convolution_backward`` multiplies
+    grouped convolutions by their group count, so the backward is not taken from it.)"""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        F.cross_entropy(forward(images), target)
+    return 3.0 * counter.get_total_flops()
 
 
 def _sync(device: torch.device) -> None:
@@ -74,6 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-arch", action="store_true", help="skip the architecture step")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time the weight step of the plain eq. 6 implementation (slow)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -104,17 +130,37 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     weight_times = time_steps(weight_step, args.steps, args.warmup, device)
     arch_times = [] if args.no_arch else time_steps(arch_step, args.steps, args.warmup, device)
+    # Peak memory before the reference runs (it needs far more).
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reference_times = []
+    if args.reference:
+
+        def reference_step() -> None:
+            net.zero_grad(set_to_none=True)
+            F.cross_entropy(reference_forward(net, images), target).backward()
+
+        reference_times = time_steps(reference_step, args.steps, min(args.warmup, 1), device)
     calibration_after = calibration_unit_seconds() if device.type == "cpu" else None
 
     weight_median = statistics.median(weight_times)
+    flops = step_flops(net, images, target)
     result = {
         "config": vars(args),
         "weight_step_s": weight_median,
         "weight_step_times_s": weight_times,
         "arch_step_s": statistics.median(arch_times) if arch_times else None,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib,
         "weight_parameters": sum(p.numel() for p in net.weight_parameters()),
+        "step_gflop": flops / 1e9,
+        "step_gflop_per_s": flops / weight_median / 1e9,
     }
+    if device.type == "cpu":
+        peak = matmul_peak_flops()
+        result["matmul_peak_gflop_per_s"] = peak / 1e9
+        result["fraction_of_matmul_peak"] = flops / weight_median / peak
+    if reference_times:
+        result["reference_weight_step_s"] = statistics.median(reference_times)
+        result["speedup_over_reference"] = result["reference_weight_step_s"] / weight_median
     if calibration_before is not None:
         calibration = (calibration_before + calibration_after) / 2
         result["calibration_s"] = calibration

@@ -1,9 +1,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import reference_forward
 
 from autodeeplab import build_supernet
+from autodeeplab.space.reference import reference_forward
 
 
 def _tiny(num_classes, layers, levels, blocks):

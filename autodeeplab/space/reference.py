@@ -1,18 +1,31 @@
-"""A plain implementation of the supernet's eq. 6, for checking the fused forward pass.
+"""A plain implementation of the supernet's eq. 6: the yardstick of the fused forward pass.
 
 Every (path, edge, op) is a separate call of the op module from ``autodeeplab.ops`` (weights
 taken as views of the supernet's fused parameters, so gradients land on the same tensors); each
-path runs its cell on its own; nothing is batched or shared.
+path runs its cell on its own; nothing is batched or shared. It is what a straightforward port
+computes, and as slow: the tests compare outputs and gradients with it and the benchmark times it.
 """
 
+from __future__ import annotations
+
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from autodeeplab.ops import OPS, PRIMITIVES, half_size, resize
+from autodeeplab.space.cell import SearchCell
 from autodeeplab.space.edges import block_inputs, consumers, edge_row
+from autodeeplab.space.supernet import Supernet
 
 
-def reference_cell(cell, prev, prev_prev, alpha_weights, templates):
+def reference_cell(
+    cell: SearchCell,
+    prev: torch.Tensor,
+    prev_prev: torch.Tensor | None,
+    alpha_weights: torch.Tensor,
+    templates: dict[str, nn.Module],
+) -> torch.Tensor:
+    """One path through ``cell``: block by block, edge by edge, op by op -> ``(N, B*C, H, W)``."""
     states = {"prev": prev, "prev_prev": prev_prev}
     outputs = []
     for block in range(1, cell.blocks + 1):
@@ -35,7 +48,13 @@ def reference_cell(cell, prev, prev_prev, alpha_weights, templates):
     return torch.cat(outputs, dim=1)
 
 
-def reference_forward(net, x, alpha_weights=None, beta_weights=None):
+def reference_forward(
+    net: Supernet,
+    x: torch.Tensor,
+    alpha_weights: torch.Tensor | None = None,
+    beta_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``net``'s logits ``(N, K, H, W)`` computed path by path with the plain op modules."""
     aw = net.alpha_weights() if alpha_weights is None else alpha_weights
     bw = net.beta_weights() if beta_weights is None else beta_weights
     _, stem = net.stem(x)
