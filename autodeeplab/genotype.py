@@ -8,17 +8,19 @@ wrong, never a traceback from deep inside model construction.
 from __future__ import annotations
 
 import json
+import numbers
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autodeeplab.files import atomic_write_text
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.edges import block_inputs
 
 FORMAT = "autodeeplab-genotype-v1"
+EDGES_PER_BLOCK = 2  # top-2 edges per block [P §4.3]
 
 
 class GenotypeError(ValueError):
@@ -45,13 +47,23 @@ class Genotype:
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.cell, (str, bytes)) or not isinstance(self.cell, Sequence):
+            raise GenotypeError(f"cell must be a sequence of blocks, got {self.cell!r}")
+        if isinstance(self.path, (str, bytes)) or not isinstance(self.path, Sequence):
+            raise GenotypeError(f"path must be a sequence of levels, got {self.path!r}")
         cell = tuple(
             tuple(Edge(*e) if isinstance(e, (tuple, list)) else e for e in block)
             for block in self.cell
         )
+        _validate(cell, self.path, levels=None)
+        # Edges in input order (prev_prev, prev, block1, ...): the sum over a block's edges does
+        # not depend on their order, so neither do equality and the file form.
+        cell = tuple(
+            tuple(sorted(block, key=lambda e, b=b: block_inputs(b).index(e.input)))
+            for b, block in enumerate(cell, start=1)
+        )
         object.__setattr__(self, "cell", cell)
-        object.__setattr__(self, "path", tuple(int(s) for s in self.path))
-        _validate(self.cell, self.path, levels=None)
+        object.__setattr__(self, "path", tuple(int(level) for level in self.path))
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -144,7 +156,7 @@ class Genotype:
             text += f',\n  "meta": {json.dumps(dict(self.meta), sort_keys=True)}'
         text += "\n}\n"
         if path is not None:
-            write_text_atomic(Path(path), text)
+            atomic_write_text(path, text)
         return text
 
     @property
@@ -168,9 +180,22 @@ class Genotype:
 def _validate(cell: Sequence[Sequence[Edge]], path: Sequence[int], levels: int | None) -> None:
     """Raise :class:`GenotypeError` on the first problem; ``levels=None`` skips the upper bound."""
     ops = set(PRIMITIVES) - {"none"}
+    if not cell:
+        raise GenotypeError("cell must hold at least one block")
     for b, block in enumerate(cell, start=1):
         allowed = block_inputs(b)
+        if len(block) != EDGES_PER_BLOCK:
+            raise GenotypeError(
+                f"cell block{b} has {len(block)} edges; a block keeps exactly {EDGES_PER_BLOCK}"
+            )
         for edge in block:
+            if not isinstance(edge, Edge):
+                raise GenotypeError(f"cell block{b}: {edge!r} is not an edge (op, input)")
+            for key in ("op", "input"):
+                if not isinstance(getattr(edge, key), str):
+                    raise GenotypeError(
+                        f"cell block{b}: {key} must be a string, got {getattr(edge, key)!r}"
+                    )
             if edge.op not in ops:
                 raise GenotypeError(
                     f"cell block{b}: unknown op {edge.op!r}; expected one of {sorted(ops)}"
@@ -180,8 +205,16 @@ def _validate(cell: Sequence[Sequence[Edge]], path: Sequence[int], levels: int |
                     f"cell block{b}: input {edge.input!r} is not readable by this block "
                     f"(a block reads {', '.join(allowed)})"
                 )
+        inputs = [edge.input for edge in block]
+        if len(set(inputs)) != len(inputs):
+            raise GenotypeError(
+                f"cell block{b} reads {inputs[0]!r} twice; its edges need distinct inputs"
+            )
     if not path:
         raise GenotypeError("path must hold at least one layer")
+    for layer, level in enumerate(path, start=1):
+        if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+            raise GenotypeError(f"path layer {layer} has level {level!r}; expected an integer")
     previous = 0  # the stem sits at level 0
     for layer, level in enumerate(path, start=1):
         if level < 0 or (levels is not None and level >= levels):
@@ -195,20 +228,6 @@ def _validate(cell: Sequence[Sequence[Edge]], path: Sequence[int], levels: int |
                 "a transition moves at most one level"
             )
         previous = level
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _e(op: str, input_name: str) -> dict[str, str]:

@@ -155,3 +155,15 @@ def test_decoder_reads_every_valid_beta_entry_and_no_other():
             continue  # (l, s) unreachable in l steps from the stem: not a node
         path, _ = viterbi_path(forced)
         assert (path[l - 1] if l else 0) == s and path[l] == s + d - 1
+
+
+def test_numpy_and_torch_beta_normalisations_agree():
+    from autodeeplab.space.lattice import Lattice, normalise_beta
+
+    lattice = Lattice(12, 4)
+    beta = torch.randn(12, 4, 3) * 4
+    beta[~lattice.beta_mask()] = 1e6  # garbage in entries that are not transitions
+    torch.testing.assert_close(
+        torch.from_numpy(transition_probabilities(beta.numpy())).float(),
+        normalise_beta(beta, lattice.beta_mask()),
+    )

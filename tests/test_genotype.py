@@ -89,3 +89,45 @@ def test_genotype_is_frozen():
     g = Genotype.named("paper")
     with pytest.raises(AttributeError):
         g.path = (0,)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["cell"][0][0].update(op=["sep_conv_3x3"]), "op must be a string"),
+        (lambda d: d["cell"][0][0].update(input={"x": 1}), "input must be a string"),
+        (lambda d: d["cell"][2].pop(), "block3 has 1 edges"),
+        (lambda d: d["cell"][2].append({"op": "sep_conv_3x3", "input": "prev"}), "3 edges"),
+        (lambda d: d["cell"][1][1].update(input="prev_prev"), "reads 'prev_prev' twice"),
+        (lambda d: d.update(cell=[]), "non-empty list of blocks"),
+        (lambda d: d.update(path=[0, 1.5]), "list of integers"),
+    ],
+)
+def test_more_malformed_genotypes(tmp_path, mutate, message):
+    data = _paper()
+    mutate(data)
+    with pytest.raises(GenotypeError, match=message):
+        Genotype.from_json(_write(tmp_path, data))
+
+
+def test_constructor_validates_too():
+    g = Genotype.named("paper")
+    with pytest.raises(GenotypeError, match="exactly 2"):
+        Genotype((g.cell[0][:1],) + g.cell[1:], g.path)
+    with pytest.raises(GenotypeError, match="at least one block"):
+        Genotype((), g.path)
+    with pytest.raises(GenotypeError, match="jumps"):
+        Genotype(g.cell, (0, 2))
+
+
+def test_edge_order_does_not_matter():
+    data = _paper()
+    for block in data["cell"]:
+        block.reverse()
+    reordered = Genotype.from_dict(data)
+    assert reordered == Genotype.named("paper")
+    assert reordered.to_json() == Genotype.named("paper").to_json()
+    # edges come out in input order
+    for b, block in enumerate(reordered.cell, start=1):
+        order = ["prev_prev", "prev"] + [f"block{k}" for k in range(1, b)]
+        assert [order.index(e.input) for e in block] == sorted(order.index(e.input) for e in block)

@@ -7,13 +7,14 @@ of loader workers and whether or not it was resumed mid-training.
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from autodeeplab.files import atomic_write_text
 
 
 def _derive_seed(*parts: int) -> int:
@@ -58,16 +59,7 @@ def save_split(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"seed": int(seed), "dataset": dataset, "A": a, "B": b}
     # A crash mid-write must never leave a truncated split file behind for a resumed run.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload))
 
 
 def load_split(path: str | os.PathLike) -> tuple[list[int], list[int]]:

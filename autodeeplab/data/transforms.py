@@ -197,13 +197,17 @@ class Normalize:
 
 
 def search_transform(
-    crop_size: int, *, scale: tuple[float, float] = (1.0, 1.0), flip: bool = True
+    crop_size: int,
+    *,
+    scale: tuple[float, float] = (1.0, 1.0),
+    flip: bool = True,
+    ignore_index: int = 255,
 ) -> Compose:
     """Supernet search augmentation: random scale, random crop, flip, ImageNet normalisation."""
     steps: list[Transform] = []
     if tuple(scale) != (1.0, 1.0):
         steps.append(RandomScale(*scale))
-    steps.append(RandomCrop(crop_size))
+    steps.append(RandomCrop(crop_size, ignore_index=ignore_index))
     if flip:
         steps.append(RandomHorizontalFlip())
     steps.append(Normalize())

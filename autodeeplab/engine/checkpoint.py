@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from autodeeplab.files import atomic_write
+
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file in the same directory and a rename, so a crash
-    mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` atomically: a crash mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -34,7 +24,8 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a torn or foreign file: say which file
         raise ValueError(f"checkpoint {path} cannot be read: {err}") from err
     missing = [key for key in required if key not in state]
@@ -43,11 +34,22 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
     return state
 
 
+def _numpy_state() -> dict[str, Any]:
+    name, key, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return {
+        "bit_generator": name,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "cached_gaussian": cached,
+    }
+
+
 def rng_state() -> dict[str, Any]:
     """The states of every random generator the training loops touch."""
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (saving the global state)
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -57,7 +59,16 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    numpy = state["numpy"]
+    np.random.set_state(  # noqa: NPY002 (restoring the global state)
+        (
+            numpy["bit_generator"],
+            numpy["key"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.search.config import SearchConfig, to_search_config
-from autodeeplab.search.loop import check_run_dir, run_search
+from autodeeplab.search.loop import run_search
 
 ConfigStore.instance().store(name="search_schema", node=SearchConfig)
 log = logging.getLogger("autodeeplab.search")
@@ -38,9 +38,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = to_search_config(cfg)
-        check_run_dir(run_dir, config.resume)
-        save_run_config(run_dir, cfg, config.resume)
-        run_search(config, run_dir)
+        run_search(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         # A user error: say what is wrong, without a traceback.
         log.error("%s", err)

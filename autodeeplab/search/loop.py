@@ -4,13 +4,14 @@ evaluation, decoding, records and an exactly resumable checkpoint (DESIGN ยง3, ย
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from autodeeplab.genotype import Genotype
 from autodeeplab.search.bilevel import arch_step, segmentation_loss, weight_step
 from autodeeplab.search.config import DataConfig, SearchConfig
 from autodeeplab.search.records import TensorBoardLog, write_history
+from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,64 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+#: Settings that may change when a run is resumed; every other key must match the checkpoint.
+RUNTIME_KEYS = ("resume", "device", "threads", "progress", "tensorboard")
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to start over an earlier search (nothing is overwritten) or to resume nothing."""
     checkpoint = run_dir / CHECKPOINT
-    if not resume and (checkpoint.exists() or (run_dir / "genotype.json").exists()):
+    earlier = [
+        p for p in (CHECKPOINT, Path("genotype.json"), Path("split.json")) if (run_dir / p).exists()
+    ]
+    if not resume and earlier:
         raise FileExistsError(
-            f"{run_dir} already holds a search; pass resume=true to continue it or choose "
-            "another hydra.run.dir (earlier outputs are never overwritten)"
+            f"{run_dir} already holds a search ({', '.join(map(str, earlier))}); pass "
+            "resume=true to continue it or choose another hydra.run.dir (earlier outputs are "
+            "never overwritten)"
         )
     if resume and not checkpoint.exists():
-        raise FileNotFoundError(f"resume=true but there is no checkpoint at {checkpoint}")
+        raise FileNotFoundError(
+            f"resume=true but there is no checkpoint at {checkpoint} (a run stopped before its "
+            "first epoch ended cannot be resumed; start it in another hydra.run.dir)"
+        )
+
+
+def lock_run_dir(run_dir: Path) -> IO:
+    """Hold an exclusive lock on ``run_dir`` for this process (released when it exits, also
+    when it is killed), so two searches never write into one directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 (held for the run's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FileExistsError(f"another search is running in {run_dir}") from None
+    return handle
+
+
+def check_resume_config(cfg: SearchConfig, saved: dict[str, Any], path: Path) -> None:
+    """A resumed run must use the settings it started with (except :data:`RUNTIME_KEYS`)."""
+    current = dataclasses.asdict(cfg)
+    differing = [
+        f"{key}: {saved_value!r} -> {current_value!r}"
+        for key, saved_value, current_value in _diff(saved, current)
+        if key.split(".")[0] not in RUNTIME_KEYS
+    ]
+    if differing:
+        raise ValueError(
+            f"resume=true with settings that differ from {path}: "
+            + "; ".join(differing)
+            + ". Resume with the original settings, or start a new run."
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip("."), a, b
 
 
 def _dataset(cfg: DataConfig, split: str, limit: int | None) -> Dataset:
@@ -61,6 +111,11 @@ def _dataset(cfg: DataConfig, split: str, limit: int | None) -> Dataset:
         raise ValueError(
             f"data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has "
             f"{dataset.num_classes} classes"
+        )
+    if getattr(dataset, "ignore_index", cfg.ignore_index) != cfg.ignore_index:
+        raise ValueError(
+            f"data.ignore_index={cfg.ignore_index} but dataset {cfg.name!r} marks ignored "
+            f"pixels with {dataset.ignore_index}"
         )
     if limit is not None:
         if limit < 1:
@@ -91,8 +146,17 @@ class SearchData:
         else:
             part_a, part_b = search_split(len(train_set), cfg.seed)
             save_split(split_path, part_a, part_b, seed=cfg.seed, dataset=data.name)
+        for name, part in (("A", part_a), ("B", part_b)):
+            if len(part) < cfg.search.batch_size:
+                raise ValueError(
+                    f"split {name} has {len(part)} samples, fewer than search.batch_size="
+                    f"{cfg.search.batch_size}; use more training samples or a smaller batch"
+                )
         augment = search_transform(
-            data.crop_size, scale=(data.scale_min, data.scale_max), flip=data.flip
+            data.crop_size,
+            scale=(data.scale_min, data.scale_max),
+            flip=data.flip,
+            ignore_index=data.ignore_index,
         )
         return cls(
             split_a=SeededSubset(train_set, part_a, augment, seed=cfg.seed),
@@ -240,17 +304,54 @@ def train_epoch(
     return weight_losses, arch_losses
 
 
-def run_search(cfg: SearchConfig, run_dir: str | Path) -> Genotype:
+def write_epoch_outputs(
+    run_dir: Path,
+    board: TensorBoardLog,
+    net: Supernet,
+    history: dict[str, list[Any]],
+    records: list[dict[str, Any]],
+    genotype: Genotype,
+    blocks: int,
+) -> None:
+    """Everything an epoch leaves besides the checkpoint; rebuilt from it on resume."""
+    epoch = records[-1]["epoch"]
+    genotype.to_json(run_dir / "genotypes" / f"epoch_{epoch:03d}.json")
+    write_history(run_dir, history, records, blocks)
+    alpha, beta = history["alpha"][-1], history["beta"][-1]
+    beta_weights = normalise_beta(beta, net.lattice.beta_mask())
+    board.epoch(epoch, records[-1], torch.softmax(alpha, -1), beta_weights, genotype)
+
+
+def run_search(
+    cfg: SearchConfig, run_dir: str | Path, *, on_start: Callable[[], None] | None = None
+) -> Genotype:
     """Run (or, with ``cfg.resume``, continue) a search into ``run_dir``; returns the final
-    genotype, also written to ``run_dir/genotype.json``."""
+    genotype, also written to ``run_dir/genotype.json``. ``on_start`` runs once the run
+    directory is locked and checked (the CLI records its config there)."""
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, cfg.resume)
     loop = cfg.search
     if loop.arch_start_epoch < 0 or loop.epochs < 1:
         raise ValueError(
             f"search.epochs={loop.epochs} and search.arch_start_epoch="
             f"{loop.arch_start_epoch}: expected epochs >= 1 and a start >= 0"
         )
+    if loop.max_steps is not None and loop.max_steps < 1:
+        raise ValueError(f"search.max_steps={loop.max_steps}; expected a positive number or null")
+    with lock_run_dir(run_dir):
+        check_run_dir(run_dir, cfg.resume)
+        state = None
+        if cfg.resume:
+            state = load_checkpoint(
+                run_dir / CHECKPOINT, required=("config", "model", "optimisers", "epoch")
+            )
+            check_resume_config(cfg, state["config"], run_dir / CHECKPOINT)
+        if on_start is not None:
+            on_start()
+        return _search(cfg, run_dir, state)
+
+
+def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> Genotype:
+    loop = cfg.search
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -263,20 +364,25 @@ def run_search(cfg: SearchConfig, run_dir: str | Path) -> Genotype:
     history: dict[str, list[Any]] = {"epoch": [], "alpha": [], "beta": []}
     records: list[dict[str, Any]] = []
     start, genotype = 0, None
-    if cfg.resume:
-        state = load_checkpoint(run_dir / CHECKPOINT, required=("model", "optimisers", "epoch"))
+    if state is not None:
+        if state["split"] != {"A": data.split_a.indices, "B": data.split_b.indices}:
+            raise ValueError(f"{run_dir / 'split.json'} does not match the checkpoint's split")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimisers"])
         set_rng_state(state["rng"])
         history, records, start = state["history"], state["records"], state["epoch"]
         genotype = Genotype.from_dict(state["genotype"], levels=cfg.space.levels)
-        # Bring the derived files back in line with the checkpoint (a kill may fall between).
-        write_history(run_dir, history, records, cfg.space.blocks)
         log.info("resumed %s after epoch %d", run_dir, start)
+    # On resume, TensorBoard entries from the checkpoint's epoch on are purged and rewritten.
+    board = TensorBoardLog(run_dir, cfg.tensorboard, purge_step=start or None)
+    if state is not None:
+        # A kill may have fallen between the checkpoint and the files derived from it.
+        write_epoch_outputs(run_dir, board, net, history, records, genotype, cfg.space.blocks)
 
-    board = TensorBoardLog(run_dir, cfg.tensorboard, purge_step=start + 1 if start else None)
     for epoch in range(start + 1, loop.epochs + 1):
         began = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         weight_losses, arch_losses = train_epoch(net, opt, data, cfg, epoch, device)
         lr = opt.schedule.get_last_lr()[0]
         opt.schedule.step()
@@ -290,20 +396,21 @@ def run_search(cfg: SearchConfig, run_dir: str | Path) -> Genotype:
         alpha, beta = (p.detach().cpu().clone() for p in net.arch_parameters())
         genotype = decode(alpha, beta, meta={"epoch": epoch})
         history["epoch"].append(epoch)
-        history["alpha"].append(alpha.numpy())
-        history["beta"].append(beta.numpy())
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(weight_losses)),
-            "arch_loss": float(np.mean(arch_losses)) if arch_losses else None,
-            **scores,
-            "lr": lr,
-            "path": list(genotype.path),
-            "path_probability": genotype.meta["path_probability"],
-            "seconds": time.perf_counter() - began,
-            "peak_memory_mib": peak_memory_mib(device),
-        }
-        records.append(record)
+        history["alpha"].append(alpha)
+        history["beta"].append(beta)
+        records.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(weight_losses)),
+                "arch_loss": float(np.mean(arch_losses)) if arch_losses else None,
+                **scores,
+                "lr": lr,
+                "path": list(genotype.path),
+                "path_probability": genotype.meta["path_probability"],
+                "seconds": time.perf_counter() - began,
+                "peak_memory_mib": peak_memory_mib(device),
+            }
+        )
         # The checkpoint first: every file below can be rebuilt from it on resume.
         save_checkpoint(
             {
@@ -321,9 +428,8 @@ def run_search(cfg: SearchConfig, run_dir: str | Path) -> Genotype:
             },
             run_dir / CHECKPOINT,
         )
-        genotype.to_json(run_dir / "genotypes" / f"epoch_{epoch:03d}.json")
-        write_history(run_dir, history, records, cfg.space.blocks)
-        board.epoch(epoch, record, torch.softmax(alpha, -1), net.beta_weights().detach(), genotype)
+        write_epoch_outputs(run_dir, board, net, history, records, genotype, cfg.space.blocks)
+        record = records[-1]
         arch_note = f" arch_loss {record['arch_loss']:.3f}" if arch_losses else ""
         log.info(
             "epoch %d/%d: train_loss %.3f%s val mIoU %.3f (%.0f s) path %s",

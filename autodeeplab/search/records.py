@@ -4,14 +4,14 @@ metrics and genotypes, TensorBoard scalars, heatmaps and text."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from autodeeplab.genotype import Genotype, write_text_atomic
+from autodeeplab.files import atomic_write, atomic_write_text
+from autodeeplab.genotype import Genotype
 from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.edges import cell_edges
 from autodeeplab.space.lattice import DIRECTIONS
@@ -22,9 +22,7 @@ def write_arch_history(
 ) -> None:
     """``arch_history.npz``: raw logits alpha ``(epochs, edges, ops)`` and beta
     ``(epochs, L, levels, 3)``, the epoch numbers and the axis names."""
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(
-        tmp,
+    arrays = dict(
         alpha=np.stack(alphas).astype(np.float32),
         beta=np.stack(betas).astype(np.float32),
         epoch=np.asarray(epochs, dtype=np.int64),
@@ -32,13 +30,13 @@ def write_arch_history(
         edge_names=np.asarray(cell_edges(blocks)),
         direction_names=np.asarray(DIRECTIONS),
     )
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     """``metrics.jsonl``: one JSON object per epoch (rewritten whole, so it always agrees with
     the checkpoint after a resume)."""
-    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def write_history(

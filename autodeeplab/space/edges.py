@@ -43,3 +43,21 @@ def consumers(input_name: str, blocks: int = 5) -> list[tuple[int, int]]:
 
 def num_edges(blocks: int = 5) -> int:
     return sum(i + 1 for i in range(1, blocks + 1))
+
+
+def count_cells(blocks: int = 5, num_ops: int = 8, *, distinct: bool = False) -> int:
+    """Size of the cell search space.
+
+    ``distinct=False`` counts as the paper does (5.6e14 for B = 5, 8 ops): each of a block's two
+    inputs is chosen independently among its ``i + 1`` candidates with one of the ``num_ops``
+    ops. ``distinct=True`` counts the different cells decoding can produce: an unordered pair of
+    distinct inputs per block, each with a non-``none`` op.
+    """
+    total = 1
+    for i in range(1, blocks + 1):
+        candidates = i + 1
+        if distinct:
+            total *= candidates * (candidates - 1) // 2 * (num_ops - 1) ** 2
+        else:
+            total *= (candidates * num_ops) ** 2
+    return total

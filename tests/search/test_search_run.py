@@ -148,6 +148,31 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     )
     lines = (killed / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    # Resume is exact: the final weights, optimiser states and records agree bit for bit.
+    state_full = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
+    state_killed = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    for name, tensor in state_full["model"].items():
+        assert torch.equal(tensor, state_killed["model"][name]), name
+    momentum = state_full["optimisers"]["weights"]["state"]
+    for key, value in momentum.items():
+        assert torch.equal(
+            value["momentum_buffer"],
+            state_killed["optimisers"]["weights"]["state"][key]["momentum_buffer"],
+        )
+    timing = ("seconds", "peak_memory_mib")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in state_full["records"]] == [
+        {k: v for k, v in r.items() if k not in timing} for r in state_killed["records"]
+    ]
+    assert sorted(p.name for p in (killed / "genotypes").iterdir()) == [
+        f"epoch_{e:03d}.json" for e in (1, 2, 3, 4)
+    ]
+
+
+def test_resume_with_changed_settings_is_refused(smoke_run, tmp_path):
+    result = _run(smoke_run, "resume=true", "optim.lr=0.5", "search.epochs=6", check=False)
+    assert result.returncode == 2
+    output = result.stderr + result.stdout
+    assert "optim.lr: 0.025 -> 0.5" in output and "search.epochs: 3 -> 6" in output
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):

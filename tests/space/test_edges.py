@@ -1,7 +1,10 @@
-from math import comb, prod
+import itertools
+from math import prod
+
+import pytest
 
 from autodeeplab import PRIMITIVES, cell_edges
-from autodeeplab.space.edges import block_inputs, consumers, edge_row
+from autodeeplab.space.edges import block_inputs, consumers, count_cells, edge_row
 
 
 def test_cell_edges_names_and_order():
@@ -25,11 +28,34 @@ def test_consumers_cover_every_edge_once():
     assert sorted(rows) == list(range(20))
 
 
-def test_size_of_the_cell_space():
-    # The paper's count (5.6e14): each block picks each of its two inputs among its i+1
-    # candidates with one of the 8 ops, independently.
-    paper = prod(((i + 1) * len(PRIMITIVES)) ** 2 for i in range(1, 6))
-    assert 5.5e14 < paper < 5.7e14
-    # Distinct decodable cells: an unordered pair of inputs and a non-none op on each.
-    distinct = prod(comb(i + 1, 2) * (len(PRIMITIVES) - 1) ** 2 for i in range(1, 6))
-    assert distinct == 2700 * 49**5
+def _enumerate_decodable_cells(blocks, num_ops):
+    """Every distinct decoded cell: per block an unordered pair of inputs, non-none ops."""
+    per_block = []
+    for i in range(1, blocks + 1):
+        choices = set()
+        for a, b in itertools.combinations(block_inputs(i), 2):
+            for op_a, op_b in itertools.product(range(1, num_ops), repeat=2):
+                choices.add(frozenset({(a, op_a), (b, op_b)}))
+        per_block.append(len(choices))
+    return prod(per_block)
+
+
+def _enumerate_paper_choices(blocks, num_ops):
+    per_block = [
+        len(list(itertools.product(itertools.product(block_inputs(i), range(num_ops)), repeat=2)))
+        for i in range(1, blocks + 1)
+    ]
+    return prod(per_block)
+
+
+@pytest.mark.parametrize("blocks,num_ops", [(1, 3), (2, 3), (3, 4)])
+def test_cell_counts_match_enumeration(blocks, num_ops):
+    assert count_cells(blocks, num_ops) == _enumerate_paper_choices(blocks, num_ops)
+    assert count_cells(blocks, num_ops, distinct=True) == _enumerate_decodable_cells(
+        blocks, num_ops
+    )
+
+
+def test_size_of_the_paper_cell_space():
+    assert 5.5e14 < count_cells(5, len(PRIMITIVES)) < 5.7e14  # the paper's 5.6e14
+    assert count_cells(5, len(PRIMITIVES), distinct=True) == 2700 * 49**5

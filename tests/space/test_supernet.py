@@ -51,6 +51,9 @@ def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(layers, levels, b
 
 def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
     net = _tiny(3, 5, 4, 2)
+    for node in net.nodes:  # node (l, s) reads beta[l - 1, s', d] with s' + d - 1 = s
+        for layer, source, direction in node.beta_index.t().tolist():
+            assert layer == node.layer - 1 and source + direction - 1 == node.level
     used = [tuple(col) for node in net.nodes for col in node.beta_index.t().tolist()]
     assert len(used) == len(set(used))
     assert set(used) == set(net.lattice.transitions)
