@@ -24,9 +24,12 @@ def _as_array(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def op_probabilities(alpha: Any) -> np.ndarray:
+    """Softmax of alpha logits over ops (the last axis), as float64 numpy; any leading shape,
+    e.g. ``(edges, ops)`` or a history ``(epochs, edges, ops)``."""
+    x = _as_array(alpha)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def blocks_for_edges(edges: int) -> int:
@@ -48,7 +51,7 @@ def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
     index. Each kept edge takes its argmax op excluding ``none``. Kept edges are listed in input
     order (``prev_prev``, ``prev``, ``block1``, ...).
     """
-    weights = _softmax(_as_array(alpha))
+    weights = op_probabilities(alpha)
     if weights.ndim != 2 or weights.shape[1] != len(PRIMITIVES):
         raise ValueError(f"alpha must have shape (edges, {len(PRIMITIVES)}), got {weights.shape}")
     real = weights.copy()
@@ -103,6 +106,8 @@ def transition_probabilities(beta: Any, lattice: Lattice | None = None) -> np.nd
     """Normalised beta as numpy ``(L, levels, 3)``: softmax over each node's existing
     directions, 0 elsewhere (the same normalisation as the supernet's forward pass)."""
     logits = _as_array(beta)
+    if logits.ndim != 3 or logits.shape[2] != 3:
+        raise ValueError(f"beta must have shape (layers, levels, 3), got {logits.shape}")
     lattice = lattice or Lattice(logits.shape[0], logits.shape[1])
     mask = lattice.beta_mask().numpy()
     filled = np.where(mask, logits, -np.inf)

@@ -1,0 +1,187 @@
+"""A search run directory (DESIGN §8) loaded for analysis: architecture history, per-epoch
+records and genotypes, the final genotype and the configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from autodeeplab.decode import blocks_for_edges
+from autodeeplab.genotype import Genotype
+from autodeeplab.space.lattice import Lattice
+
+#: The arrays ``arch_history.npz`` must hold.
+HISTORY_KEYS = ("alpha", "beta", "epoch", "op_names", "edge_names", "direction_names")
+
+
+@dataclass(frozen=True, eq=False)
+class SearchRun:
+    """Everything a search wrote that the analysis reads.
+
+    ``alpha``: raw logits ``(epochs, edges, ops)``; ``beta``: raw logits
+    ``(epochs, L, levels, 3)``; ``epochs``: the epoch number of each history row (1-based);
+    ``genotypes``: the decoded genotype after each of those epochs; ``genotype``: the final one
+    (``genotype.json``); ``records``: the rows of ``metrics.jsonl``; ``config``: the run's
+    ``.hydra/config.yaml`` as a plain dict.
+    """
+
+    path: Path
+    alpha: np.ndarray
+    beta: np.ndarray
+    epochs: tuple[int, ...]
+    op_names: tuple[str, ...]
+    edge_names: tuple[str, ...]
+    direction_names: tuple[str, ...]
+    records: tuple[dict[str, Any], ...]
+    genotypes: tuple[Genotype, ...]
+    genotype: Genotype
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The run directory's name (used in titles)."""
+        return self.path.name
+
+    @property
+    def lattice(self) -> Lattice:
+        """The network-level search space of the run: ``beta.shape[1:3]`` layers x levels."""
+        return Lattice(self.beta.shape[1], self.beta.shape[2])
+
+    @property
+    def blocks(self) -> int:
+        return blocks_for_edges(len(self.edge_names))
+
+    def index(self, epoch: int) -> int:
+        """The history row of ``epoch``: an epoch number (1, 2, ...) or, when negative, a
+        position from the end (``-1`` is the last recorded epoch)."""
+        count = len(self.epochs)
+        if epoch < 0:
+            if epoch < -count:
+                raise ValueError(f"epoch {epoch}: {self.path} records only {count} epochs")
+            return count + epoch
+        if epoch not in self.epochs:
+            raise ValueError(
+                f"epoch {epoch} is not recorded in {self.path}; recorded epochs: "
+                f"{list(self.epochs)} (or -1 for the last)"
+            )
+        return self.epochs.index(epoch)
+
+    def epoch_number(self, epoch: int) -> int:
+        """The epoch number that ``epoch`` (number or negative position) refers to."""
+        return self.epochs[self.index(epoch)]
+
+    def genotype_at(self, epoch: int = -1) -> Genotype:
+        """The genotype decoded after ``epoch``."""
+        return self.genotypes[self.index(epoch)]
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.parent} is not a complete search run directory: {what} {path.name!r} "
+            f"is missing ({path})"
+        )
+    return path
+
+
+def _read_history(path: Path) -> dict[str, np.ndarray]:
+    with np.load(_require(path, "the architecture history"), allow_pickle=False) as data:
+        missing = [key for key in HISTORY_KEYS if key not in data.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")
+        history = {key: data[key] for key in HISTORY_KEYS}
+    epochs, alpha, beta = history["epoch"], history["alpha"], history["beta"]
+    if alpha.ndim != 3 or beta.ndim != 4 or beta.shape[-1] != 3:
+        raise ValueError(
+            f"{path}: alpha must be (epochs, edges, ops) and beta (epochs, L, levels, 3); "
+            f"got {alpha.shape} and {beta.shape}"
+        )
+    if not len(epochs) == len(alpha) == len(beta) or len(epochs) == 0:
+        raise ValueError(
+            f"{path}: {len(epochs)} epoch numbers for {len(alpha)} alpha and {len(beta)} beta rows"
+        )
+    if alpha.shape[1:] != (len(history["edge_names"]), len(history["op_names"])):
+        raise ValueError(f"{path}: alpha {alpha.shape} does not match its edge and op names")
+    return history
+
+
+def _read_records(path: Path) -> tuple[dict[str, Any], ...]:
+    records = []
+    lines = _require(path, "the metrics file").read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err})") from None
+    return tuple(records)
+
+
+def load_run(run_dir: str | os.PathLike) -> SearchRun:
+    """Read a search run directory; a missing or malformed file is an error naming it."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist")
+    history = _read_history(path / "arch_history.npz")
+    config_path = _require(path / ".hydra" / "config.yaml", "the run configuration")
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    levels = int(history["beta"].shape[2])
+    epochs = tuple(int(e) for e in history["epoch"])
+    genotypes = tuple(
+        Genotype.from_json(
+            _require(path / "genotypes" / f"epoch_{e:03d}.json", f"epoch {e}'s genotype"),
+            levels=levels,
+        )
+        for e in epochs
+    )
+    final = Genotype.from_json(
+        _require(path / "genotype.json", "the final genotype"), levels=levels
+    )
+    return SearchRun(
+        path=path,
+        alpha=history["alpha"].astype(np.float64),
+        beta=history["beta"].astype(np.float64),
+        epochs=epochs,
+        op_names=tuple(str(n) for n in history["op_names"]),
+        edge_names=tuple(str(n) for n in history["edge_names"]),
+        direction_names=tuple(str(n) for n in history["direction_names"]),
+        records=_read_records(path / "metrics.jsonl"),
+        genotypes=genotypes,
+        genotype=final,
+        config=config,
+    )
+
+
+def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Run ``python -m autodeeplab.search experiment=smoke`` (a few seconds) into ``run_dir``
+    (default: a new temporary directory) and return the run directory."""
+    if run_dir is None:
+        run_dir = Path(tempfile.mkdtemp(prefix="autodeeplab-")) / "smoke"
+    run_dir = Path(run_dir).resolve()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "autodeeplab.search",
+        "experiment=smoke",
+        "progress=false",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=run_dir.parent, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"the smoke search into {run_dir} failed ({result.returncode}):\n"
+            + result.stderr[-3000:]
+        )
+    return run_dir
