@@ -5,6 +5,7 @@ order of a function of ``(seed, epoch)``, so a run gives identical batches whate
 of loader workers and whether or not it was resumed mid-training.
 """
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -137,6 +138,22 @@ class SeededSubset(Dataset):
         return self.dataset.classes
 
 
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image (3, H, W), mask (H, W))`` items of different sizes: images are padded
+    with 0 and masks with ``ignore_index`` at the bottom and right to the largest size, so the
+    padding never counts in the loss or the metrics."""
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    images = torch.zeros(len(batch), batch[0][0].shape[0], height, width)
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for i, (image, mask) in enumerate(batch):
+        images[i, :, : image.shape[-2], : image.shape[-1]] = image
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks
+
+
 def epoch_loader(
     dataset: Dataset,
     batch_size: int,
@@ -147,6 +164,7 @@ def epoch_loader(
     num_workers: int = 0,
     drop_last: bool = True,
     pin_memory: bool = False,
+    ignore_index: int = 255,
 ) -> DataLoader:
     """DataLoader for one epoch whose order depends only on ``(seed, epoch)``.
 
@@ -172,4 +190,5 @@ def epoch_loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )

@@ -134,6 +134,7 @@ class SearchData:
     seed: int
     num_workers: int
     pin_memory: bool
+    ignore_index: int
 
     @classmethod
     def prepare(cls, cfg: SearchConfig, run_dir: Path, device: torch.device) -> SearchData:
@@ -165,6 +166,7 @@ class SearchData:
             seed=cfg.seed,
             num_workers=data.num_workers,
             pin_memory=device.type == "cuda",
+            ignore_index=data.ignore_index,
         )
 
     def loader(
@@ -179,6 +181,7 @@ class SearchData:
             num_workers=self.num_workers,
             drop_last=train,
             pin_memory=self.pin_memory,
+            ignore_index=self.ignore_index,
         )
 
     def batches_b(self, batch_size: int, epoch: int) -> Iterator:

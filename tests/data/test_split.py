@@ -157,3 +157,15 @@ def test_epoch_loader_batches_identical_with_workers():
 
     for (x0, m0), (x2, m2) in zip(batches(0), batches(2)):
         assert torch.equal(x0, x2) and torch.equal(m0, m2)
+
+
+def test_pad_collate_pads_images_with_zero_and_masks_with_ignore():
+    from autodeeplab.data.split import pad_collate
+
+    a = (torch.ones(3, 2, 3), torch.zeros(2, 3, dtype=torch.int64))
+    b = (torch.ones(3, 4, 2), torch.ones(4, 2, dtype=torch.int64))
+    images, masks = pad_collate([a, b], ignore_index=7)
+    assert images.shape == (2, 3, 4, 3) and masks.shape == (2, 4, 3)
+    assert images[0, :, 2:].abs().sum() == 0 and images[1, :, :, 2:].abs().sum() == 0
+    assert (masks[0, 2:] == 7).all() and (masks[1, :, 2:] == 7).all()
+    assert (masks[0, :2, :3] == 0).all() and (masks[1, :4, :2] == 1).all()
