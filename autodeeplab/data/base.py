@@ -98,12 +98,17 @@ class PairedSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def read_raw_mask(self, path: Path) -> np.ndarray:
+        """The stored label values of ``path``, ``(H, W)`` integers; datasets whose labels are
+        not images (SBD's MATLAB files) override this."""
+        return read_mask(path)
+
     def load_mask(self, index: int, size: tuple[int, int]) -> torch.Tensor:
         """The train-id mask of sample ``index`` (validated), ``(H, W)`` int64."""
         image_path, mask_path = self.pairs[index]
         if mask_path is None:
             return torch.full(size, self.ignore_index, dtype=torch.int64)
-        raw = read_mask(mask_path)
+        raw = self.read_raw_mask(mask_path)
         if raw.shape != tuple(size):
             raise DatasetError(
                 f"{mask_path}: label size {raw.shape[1]}x{raw.shape[0]} differs from its image "

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 
 @dataclass
 class DataConfig:
     """Which data the search runs on (``data=<name>``)."""
 
-    name: str = "textures"  # a registered dataset (autodeeplab.data.DATASETS)
-    root: str | None = None  # dataset directory; the embedded texture set needs none
-    num_classes: int = 5  # must match the dataset
+    # Required in every conf/data/*.yaml (MISSING defaults, so `???` there stays required).
+    name: str = MISSING  # a registered dataset (autodeeplab.data.DATASETS)
+    root: str | None = MISSING  # dataset directory (null for the embedded texture set)
+    num_classes: int = MISSING  # must match the dataset
     ignore_index: int = 255  # label value left out of the loss and the metrics
     crop_size: int = 64  # square training crops (padded with ignore_index when smaller)
     scale_min: float = 1.0  # random rescaling range before cropping

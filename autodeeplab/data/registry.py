@@ -53,7 +53,7 @@ def build_dataset(
     """Build the registered dataset ``name`` for ``split`` ("train", "val" or "test")."""
     # Built-in datasets register on import; importing here keeps `build_dataset` usable even
     # when only this module was imported.
-    from autodeeplab.data import textures  # noqa: F401
+    from autodeeplab.data import ade20k, cityscapes, folder, textures, voc  # noqa: F401
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; registered datasets: {sorted(DATASETS)}")

@@ -10,6 +10,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.search.config import SearchConfig, to_search_config
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> None:
     try:
         config = to_search_config(cfg)
         run_search(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
         # A user error: say what is wrong, without a traceback.
         log.error("%s", err)
         sys.exit(2)

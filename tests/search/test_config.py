@@ -30,8 +30,16 @@ def _options(group):
 )
 def test_every_config_option_composes_into_the_schema(override):
     overrides = [override]
-    if override in ("data=cityscapes", "experiment=cityscapes_paper"):
-        overrides.append("data.root=/data/cityscapes")
+    if override in (
+        "data=cityscapes",
+        "experiment=cityscapes_paper",
+        "data=voc",
+        "data=ade20k",
+        "data=folder",
+    ):
+        overrides.append("data.root=/data/set")  # required: `???` in the file
+    if override == "data=folder":
+        overrides.append("data.num_classes=3")
     cfg = to_search_config(_compose(overrides))
     assert isinstance(cfg, SearchConfig)
 
@@ -75,3 +83,9 @@ def test_cli_reports_unknown_group_option_and_bad_key(tmp_path):
     added = subprocess.run(base + ["+space.width=3"], capture_output=True, text=True, cwd=tmp_path)
     assert added.returncode != 0
     assert "width" in added.stderr + added.stdout
+
+
+@pytest.mark.parametrize("option", ["cityscapes", "voc", "ade20k", "folder"])
+def test_datasets_on_disk_require_a_root(option):
+    with pytest.raises(Exception, match="data.root"):
+        to_search_config(_compose([f"data={option}"]))

@@ -47,3 +47,27 @@ def test_two_searches_never_share_a_run_directory(tmp_path):
         with pytest.raises(FileExistsError, match="another search is running"):
             run_search(_smoke(), tmp_path)
     assert not (tmp_path / "split.json").exists()
+
+
+def test_smoke_search_runs_on_a_users_folder_with_images_of_different_sizes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "classes.txt").parent.mkdir(parents=True)
+    (root / "classes.txt").write_text("sky\nroad\ntree\n")
+    rng = np.random.default_rng(0)
+    sizes = {"train": [(40, 48)] * 6, "val": [(36, 44), (40, 52)]}
+    for split, shapes in sizes.items():
+        for i, (h, w) in enumerate(shapes):
+            for folder in ("images", "masks"):
+                (root / folder / split).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "images" / split / f"{i}.png")
+            labels = rng.integers(0, 3, (h, w), dtype=np.uint8)
+            labels[0] = 255  # ignored pixels
+            Image.fromarray(labels).save(root / "masks" / split / f"{i}.png")
+    cfg = _smoke("data=folder", f"data.root={root}", "data.num_classes=3", "search.epochs=2")
+    genotype = run_search(cfg, tmp_path / "run")
+    assert len(genotype.path) == 3
+    assert (tmp_path / "run" / "genotypes" / "epoch_002.json").is_file()
