@@ -2,6 +2,7 @@
 
 from autodeeplab.decode import decode
 from autodeeplab.genotype import Genotype, GenotypeError
+from autodeeplab.models import build_model
 from autodeeplab.ops import OPS, PRIMITIVES
 from autodeeplab.space import Lattice, Supernet, build_supernet, cell_edges
 
@@ -14,6 +15,7 @@ __all__ = [
     "GenotypeError",
     "Lattice",
     "Supernet",
+    "build_model",
     "build_supernet",
     "cell_edges",
     "decode",
