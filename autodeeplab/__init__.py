@@ -2,7 +2,7 @@
 
 from autodeeplab.decode import decode
 from autodeeplab.genotype import Genotype, GenotypeError
-from autodeeplab.models import build_model
+from autodeeplab.models import build_model, load_model
 from autodeeplab.ops import OPS, PRIMITIVES
 from autodeeplab.space import Lattice, Supernet, build_supernet, cell_edges
 
@@ -19,4 +19,5 @@ __all__ = [
     "build_supernet",
     "cell_edges",
     "decode",
+    "load_model",
 ]

@@ -1,6 +1,12 @@
 """Datasets, joint image/mask transforms and search-time data splits."""
 
-from autodeeplab.data.registry import DATASETS, SPLITS, build_dataset, register_dataset
+from autodeeplab.data.registry import (
+    DATASETS,
+    SPLITS,
+    build_dataset,
+    dataset_from_config,
+    register_dataset,
+)
 from autodeeplab.data.split import (
     SeededSubset,
     epoch_loader,
@@ -33,6 +39,7 @@ __all__ = [
     "SeededSubset",
     "TextureSegmentation",
     "build_dataset",
+    "dataset_from_config",
     "epoch_loader",
     "eval_transform",
     "load_split",

@@ -4,10 +4,14 @@ A builder has the signature ``builder(root, split, transform, **options)`` and r
 ``torch.utils.data.Dataset`` whose items are ``(image (3, H, W) float32, mask (H, W) int64)``.
 """
 
+from __future__ import annotations
+
 import inspect
 from collections.abc import Callable
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
+
+from autodeeplab.data.config import DataConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -68,3 +72,24 @@ def build_dataset(
                     f"unknown option {key!r} for dataset {name!r}; accepted options: {accepted}"
                 )
     return builder(root, split, transform, **options)
+
+
+def dataset_from_config(cfg: DataConfig, split: str, limit: int | None = None) -> Dataset:
+    """The ``split`` of the dataset ``cfg`` describes, checked against its ``num_classes`` and
+    ``ignore_index``; ``limit`` keeps the first samples only."""
+    dataset = build_dataset(cfg.name, root=cfg.root, split=split, **cfg.options)
+    if getattr(dataset, "num_classes", cfg.num_classes) != cfg.num_classes:
+        raise ValueError(
+            f"data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has "
+            f"{dataset.num_classes} classes"
+        )
+    if getattr(dataset, "ignore_index", cfg.ignore_index) != cfg.ignore_index:
+        raise ValueError(
+            f"data.ignore_index={cfg.ignore_index} but dataset {cfg.name!r} marks ignored "
+            f"pixels with {dataset.ignore_index}"
+        )
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"data.{split}_samples={limit}; expected a positive number or null")
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return dataset

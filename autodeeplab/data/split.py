@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from autodeeplab.files import atomic_write_text
 
 
-def _derive_seed(*parts: int) -> int:
+def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (neighbouring inputs give unrelated streams)."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
@@ -121,7 +121,7 @@ class SeededSubset(Dataset):
         image, mask = self.dataset[index]
         if self.transform is None:
             return image, mask
-        generator = torch.Generator().manual_seed(_derive_seed(self.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, index))
         return self.transform(image, mask, generator)
 
     # Convenience pass-throughs so training code can read dataset metadata off the subset.
@@ -180,7 +180,7 @@ def epoch_loader(
         )
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(_derive_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -5,6 +5,7 @@ from autodeeplab.models.cell import DecodedCell, double_size
 from autodeeplab.models.deeplab import AutoDeepLab, build_model
 from autodeeplab.models.drop_path import DropPath
 from autodeeplab.models.heads import ASPP, DeepLabHead, aspp_rates
+from autodeeplab.models.loading import load_model
 from autodeeplab.models.presets import (
     PRESETS,
     auto_deeplab_l,
@@ -26,4 +27,5 @@ __all__ = [
     "auto_deeplab_s",
     "build_model",
     "double_size",
+    "load_model",
 ]

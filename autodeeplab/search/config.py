@@ -7,12 +7,12 @@ that names the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from autodeeplab.data.config import DataConfig
+from autodeeplab.engine.config import to_config
 
 
 @dataclass
@@ -69,25 +69,5 @@ class SearchConfig:
 
 
 def to_search_config(cfg: DictConfig | dict) -> SearchConfig:
-    """A composed config -> :class:`SearchConfig`, rejecting keys the schema does not have.
-
-    (Hydra's ``+key=value`` can add keys to a structured config; they are refused here.)
-    """
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    _check_keys(container, SearchConfig, "")
-    merged = OmegaConf.merge(OmegaConf.structured(SearchConfig), container)
-    return OmegaConf.to_object(merged)
-
-
-def _check_keys(values: Any, schema: type, prefix: str) -> None:
-    if not isinstance(values, dict):
-        raise ValueError(f"config key {prefix.rstrip('.') or '<root>'} must be a mapping")
-    known = {f.name: f for f in fields(schema)}
-    for key, value in values.items():
-        if key not in known:
-            raise ValueError(
-                f"unknown config key '{prefix}{key}'; known keys here: {sorted(known)}"
-            )
-        target = known[key].default_factory() if callable(known[key].default_factory) else None
-        if is_dataclass(target) and value is not None:
-            _check_keys(value, type(target), f"{prefix}{key}.")
+    """A composed config -> :class:`SearchConfig` (see :func:`to_config`)."""
+    return to_config(cfg, SearchConfig)

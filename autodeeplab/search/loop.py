@@ -4,24 +4,23 @@ evaluation, decoding, records and an exactly resumable checkpoint (DESIGN ยง3, ย
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from autodeeplab.data import (
     SeededSubset,
-    build_dataset,
+    dataset_from_config,
     epoch_loader,
     eval_transform,
     load_split,
@@ -32,96 +31,16 @@ from autodeeplab.data import (
 from autodeeplab.decode import decode
 from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from autodeeplab.engine.metrics import ConfusionMatrix
+from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir, lock_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.bilevel import arch_step, segmentation_loss, weight_step
-from autodeeplab.search.config import DataConfig, SearchConfig
+from autodeeplab.search.config import SearchConfig
 from autodeeplab.search.records import TensorBoardLog, write_history
 from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
-
-
-#: Settings that may change when a run is resumed; every other key must match the checkpoint.
-RUNTIME_KEYS = ("resume", "device", "threads", "progress", "tensorboard")
-
-
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to start over an earlier search (nothing is overwritten) or to resume nothing."""
-    checkpoint = run_dir / CHECKPOINT
-    earlier = [
-        p for p in (CHECKPOINT, Path("genotype.json"), Path("split.json")) if (run_dir / p).exists()
-    ]
-    if not resume and earlier:
-        raise FileExistsError(
-            f"{run_dir} already holds a search ({', '.join(map(str, earlier))}); pass "
-            "resume=true to continue it or choose another hydra.run.dir (earlier outputs are "
-            "never overwritten)"
-        )
-    if resume and not checkpoint.exists():
-        raise FileNotFoundError(
-            f"resume=true but there is no checkpoint at {checkpoint} (a run stopped before its "
-            "first epoch ended cannot be resumed; start it in another hydra.run.dir)"
-        )
-
-
-def lock_run_dir(run_dir: Path) -> IO:
-    """Hold an exclusive lock on ``run_dir`` for this process (released when it exits, also
-    when it is killed), so two searches never write into one directory."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 (held for the run's lifetime)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise FileExistsError(f"another search is running in {run_dir}") from None
-    return handle
-
-
-def check_resume_config(cfg: SearchConfig, saved: dict[str, Any], path: Path) -> None:
-    """A resumed run must use the settings it started with (except :data:`RUNTIME_KEYS`)."""
-    current = dataclasses.asdict(cfg)
-    differing = [
-        f"{key}: {saved_value!r} -> {current_value!r}"
-        for key, saved_value, current_value in _diff(saved, current)
-        if key.split(".")[0] not in RUNTIME_KEYS
-    ]
-    if differing:
-        raise ValueError(
-            f"resume=true with settings that differ from {path}: "
-            + "; ".join(differing)
-            + ". Resume with the original settings, or start a new run."
-        )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
-    elif a != b:
-        yield prefix.rstrip("."), a, b
-
-
-def _dataset(cfg: DataConfig, split: str, limit: int | None) -> Dataset:
-    dataset = build_dataset(cfg.name, root=cfg.root, split=split, **cfg.options)
-    if getattr(dataset, "num_classes", cfg.num_classes) != cfg.num_classes:
-        raise ValueError(
-            f"data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has "
-            f"{dataset.num_classes} classes"
-        )
-    if getattr(dataset, "ignore_index", cfg.ignore_index) != cfg.ignore_index:
-        raise ValueError(
-            f"data.ignore_index={cfg.ignore_index} but dataset {cfg.name!r} marks ignored "
-            f"pixels with {dataset.ignore_index}"
-        )
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"data.{split}_samples={limit}; expected a positive number or null")
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
-    return dataset
 
 
 @dataclass
@@ -139,8 +58,8 @@ class SearchData:
     @classmethod
     def prepare(cls, cfg: SearchConfig, run_dir: Path, device: torch.device) -> SearchData:
         data = cfg.data
-        train_set = _dataset(data, "train", data.train_samples)
-        val_set = _dataset(data, "val", data.val_samples)
+        train_set = dataset_from_config(data, "train", data.train_samples)
+        val_set = dataset_from_config(data, "val", data.val_samples)
         split_path = run_dir / "split.json"
         if cfg.resume:
             part_a, part_b = load_split(split_path)
@@ -341,13 +260,13 @@ def run_search(
     if loop.max_steps is not None and loop.max_steps < 1:
         raise ValueError(f"search.max_steps={loop.max_steps}; expected a positive number or null")
     with lock_run_dir(run_dir):
-        check_run_dir(run_dir, cfg.resume)
+        check_run_dir(run_dir, cfg.resume, ("genotype.json", "split.json"))
         state = None
         if cfg.resume:
             state = load_checkpoint(
                 run_dir / CHECKPOINT, required=("config", "model", "optimisers", "epoch")
             )
-            check_resume_config(cfg, state["config"], run_dir / CHECKPOINT)
+            check_resume_config(dataclasses.asdict(cfg), state["config"], run_dir / CHECKPOINT)
         if on_start is not None:
             on_start()
         return _search(cfg, run_dir, state)

@@ -6,8 +6,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.rundir import lock_run_dir
 from autodeeplab.search.config import SearchConfig, to_search_config
-from autodeeplab.search.loop import lock_run_dir, run_search
+from autodeeplab.search.loop import run_search
 
 ConfigStore.instance().store(name="search_schema", node=SearchConfig)
 
@@ -44,7 +45,7 @@ def test_bad_settings_are_refused(tmp_path, overrides, message):
 
 def test_two_searches_never_share_a_run_directory(tmp_path):
     with lock_run_dir(tmp_path):
-        with pytest.raises(FileExistsError, match="another search is running"):
+        with pytest.raises(FileExistsError, match="another run is using"):
             run_search(_smoke(), tmp_path)
     assert not (tmp_path / "split.json").exists()
 

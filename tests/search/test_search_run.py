@@ -110,7 +110,7 @@ def test_a_finished_run_is_never_overwritten(smoke_run):
     before = {name: (smoke_run / name).read_bytes() for name in kept}
     result = _run(smoke_run, "seed=5", check=False)
     assert result.returncode == 2
-    assert "already holds a search" in result.stderr + result.stdout
+    assert "already holds a run" in result.stderr + result.stdout
     assert {name: (smoke_run / name).read_bytes() for name in kept} == before
 
 

@@ -1,0 +1,28 @@
+"""Typed configuration of the evaluate stage (``conf/evaluate/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from autodeeplab.data.config import DataConfig
+
+
+@dataclass
+class EvaluateConfig:
+    """``conf/evaluate/evaluate.yaml``."""
+
+    checkpoint: str = MISSING  # a retrain checkpoint (e.g. runs/retrain/<run>/checkpoints/best.pt)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: str = "val"
+    scales: list[float] = field(
+        default_factory=lambda: [1.0]
+    )  # e.g. [0.5, 0.75, 1, 1.25, 1.5, 1.75]
+    flip: bool = False  # also average the logits of the mirrored image
+    crop_size: int | None = None  # sliding-window inference with this window (None: whole image)
+    out: str | None = None  # results JSON (None: eval_<split>[_ms][_flip].json beside the run)
+    overwrite: bool = False  # replace an existing results file
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True

@@ -1,0 +1,38 @@
+"""``python -m autodeeplab.retrain``: the Hydra command line of the retrain stage (thin)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
+from autodeeplab.engine.config import to_config
+from autodeeplab.retrain.config import RetrainConfig
+from autodeeplab.retrain.loop import run_retrain
+from autodeeplab.search.__main__ import save_run_config
+
+ConfigStore.instance().store(name="retrain_schema", node=RetrainConfig)
+log = logging.getLogger("autodeeplab.retrain")
+
+
+@hydra.main(version_base=None, config_path=f"{CONF_DIR}/retrain", config_name="retrain")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        config = to_config(cfg, RetrainConfig)
+        run_retrain(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
+    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
+        log.error("%s", err)  # a user error: what is wrong, without a traceback
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv.append(stage_search_path(CONF_DIR, f"{EXPERIMENTS_DIR}/retrain"))
+    main()

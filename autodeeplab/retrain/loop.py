@@ -1,0 +1,279 @@
+"""The retrain loop [P §5.2]: a decoded genotype trained from scratch with SGD and a poly
+learning rate, validated every N iterations, with best and last checkpoints that describe the
+model (``autodeeplab.load_model`` rebuilds it) and resume exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform, search_transform
+from autodeeplab.data.config import DataConfig
+from autodeeplab.data.split import derive_seed, pad_collate
+from autodeeplab.data.transforms import ColorJitter, Compose
+from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from autodeeplab.engine.evaluation import evaluate_model
+from autodeeplab.engine.losses import build_loss
+from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir, lock_run_dir
+from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
+from autodeeplab.engine.schedules import poly_lr
+from autodeeplab.files import atomic_write_text
+from autodeeplab.genotype import Genotype, GenotypeError
+from autodeeplab.models import build_model
+from autodeeplab.retrain.config import RetrainConfig
+
+log = logging.getLogger(__name__)
+
+BEST = Path("checkpoints") / "best.pt"
+
+
+def load_genotype(spec: str, levels: int = 4) -> Genotype:
+    """``spec``: a genotype.json path or a registered name such as ``"paper"``."""
+    path = Path(spec)
+    if path.suffix == ".json" or path.exists():
+        return Genotype.from_json(path, levels=levels)
+    try:
+        return Genotype.named(spec)
+    except GenotypeError as err:
+        raise GenotypeError(
+            f"genotype={spec!r} is neither a genotype file nor a name: {err}"
+        ) from None
+
+
+def train_transform(data: DataConfig, color_jitter: float) -> Callable:
+    """Random scale, crop with ignore padding, flip (+ optional colour jitter), normalise."""
+    steps = search_transform(
+        data.crop_size,
+        scale=(data.scale_min, data.scale_max),
+        flip=data.flip,
+        ignore_index=data.ignore_index,
+    )
+    if color_jitter > 0:
+        jitter = ColorJitter(color_jitter, color_jitter, color_jitter)
+        # Jitter the [0, 1] image, before normalisation (the last step).
+        return Compose([*steps.transforms[:-1], jitter, steps.transforms[-1]])
+    return steps
+
+
+def epoch_batches(
+    dataset: SeededSubset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    skip: int,
+    num_workers: int,
+    ignore_index: int,
+    pin_memory: bool,
+) -> DataLoader:
+    """This epoch's batches in an order that depends only on (seed, epoch), from batch ``skip``
+    on (a resumed run continues mid-epoch with exactly the batches it would have seen)."""
+    dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+    order = torch.randperm(len(dataset), generator=generator).tolist()
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order[skip * batch_size :],
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+    )
+
+
+def run_retrain(
+    cfg: RetrainConfig, run_dir: str | Path, *, on_start: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Train (or, with ``cfg.resume``, continue) into ``run_dir``; returns the best validation
+    record. ``on_start`` runs once the directory is locked and checked."""
+    run_dir = Path(run_dir)
+    train = cfg.train
+    if train.iterations < 1 or train.val_every < 1 or train.batch_size < 1:
+        raise ValueError(
+            f"train.iterations={train.iterations}, train.val_every={train.val_every} and "
+            f"train.batch_size={train.batch_size} must be positive"
+        )
+    with lock_run_dir(run_dir):
+        check_run_dir(run_dir, cfg.resume, (str(BEST),))
+        state = None
+        if cfg.resume:
+            state = load_checkpoint(run_dir / CHECKPOINT, required=("config", "model", "step"))
+            check_resume_config(dataclasses.asdict(cfg), state["config"], run_dir / CHECKPOINT)
+        if on_start is not None:
+            on_start()
+        return _retrain(cfg, run_dir, state)
+
+
+def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) -> dict[str, Any]:
+    train, data = cfg.train, cfg.data
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    genotype = load_genotype(cfg.genotype)
+    train_set = dataset_from_config(data, "train", data.train_samples)
+    val_set = dataset_from_config(data, "val", data.val_samples)
+    if len(train_set) < train.batch_size:
+        raise ValueError(
+            f"the training split has {len(train_set)} samples, fewer than "
+            f"train.batch_size={train.batch_size}"
+        )
+    train_data = SeededSubset(
+        train_set, range(len(train_set)), train_transform(data, train.color_jitter), seed=cfg.seed
+    )
+    val_data = SeededSubset(val_set, range(len(val_set)), eval_transform(), seed=cfg.seed)
+    model_args = {
+        "genotype": genotype.to_dict(),
+        "num_classes": data.num_classes,
+        **dataclasses.asdict(cfg.model),
+    }
+    model_args["stem_channels"] = list(model_args["stem_channels"])
+    model = build_model(**model_args).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+    )
+    schedule = poly_lr(optimizer, train.iterations, train.power)
+    loss_fn = build_loss(
+        dict(cfg.loss.terms),
+        ignore_index=data.ignore_index,
+        thresh=cfg.loss.ohem_thresh,
+        min_kept=cfg.loss.ohem_min_kept,
+        gamma=cfg.loss.focal_gamma,
+    )
+    step, records, best = 0, [], None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+        step, records, best = state["step"], state["records"], state["best"]
+        log.info("resumed %s at iteration %d", run_dir, step)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            {
+                "stage": "retrain",
+                "step": step,
+                "config": dataclasses.asdict(cfg),
+                "model_args": model_args,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng_state(),
+                "records": records,
+                "best": best,
+            },
+            path,
+        )
+
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir), purge_step=step or None)
+    steps_per_epoch = len(train_data) // train.batch_size
+    losses: list[float] = []
+    began = time.perf_counter()
+    bar = tqdm(
+        total=train.iterations,
+        initial=step,
+        desc="retrain",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    while step < train.iterations:
+        epoch, skip = divmod(step, steps_per_epoch)
+        for images, target in epoch_batches(
+            train_data,
+            train.batch_size,
+            seed=cfg.seed,
+            epoch=epoch,
+            skip=skip,
+            num_workers=data.num_workers,
+            ignore_index=data.ignore_index,
+            pin_memory=device.type == "cuda",
+        ):
+            model.train()
+            model.set_drop_path_progress(step / train.iterations)
+            images, target = images.to(device), target.to(device)
+            loss = loss_fn(model(images)["out"], target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if writer is not None:
+                writer.add_scalar("loss/train", losses[-1], step)
+            if step % train.val_every == 0 or step == train.iterations:
+                scores = evaluate_model(
+                    model,
+                    val_data,
+                    num_classes=data.num_classes,
+                    ignore_index=data.ignore_index,
+                    device=device,
+                )
+                record = {
+                    "step": step,
+                    "train_loss": sum(losses) / len(losses),
+                    "miou": scores["miou"],
+                    "pixel_acc": scores["pixel_acc"],
+                    "lr": schedule.get_last_lr()[0],
+                    "seconds": time.perf_counter() - began,
+                    "peak_memory_mib": peak_memory_mib(device),
+                }
+                records.append(record)
+                losses = []
+                improved = best is None or record["miou"] > best["miou"]
+                if improved:
+                    best = record
+                checkpoint(run_dir / CHECKPOINT)
+                if improved:
+                    checkpoint(run_dir / BEST)
+                atomic_write_text(
+                    run_dir / "metrics.jsonl",
+                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
+                )
+                if writer is not None:
+                    writer.add_scalar("val/miou", record["miou"], step)
+                    writer.add_scalar("val/pixel_acc", record["pixel_acc"], step)
+                    writer.add_scalar("lr", record["lr"], step)
+                    writer.flush()
+                log.info(
+                    "iteration %d/%d: train_loss %.3f val mIoU %.3f%s",
+                    step,
+                    train.iterations,
+                    record["train_loss"],
+                    record["miou"],
+                    " (best)" if improved else "",
+                )
+            if step >= train.iterations:
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    log.info(
+        "best val mIoU %.3f at iteration %d; checkpoints in %s",
+        best["miou"],
+        best["step"],
+        run_dir / "checkpoints",
+    )
+    return best

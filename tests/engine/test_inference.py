@@ -1,0 +1,149 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodeeplab.engine.inference import predict, sliding_window
+
+K = 3
+
+
+class DictModel(nn.Module):
+    """Wraps a module to return ``{"out": logits}`` like the library's models."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return {"out": self.body(x)}
+
+
+def _pointwise():
+    return DictModel(nn.Conv2d(2, K, 1)).eval()
+
+
+def _conv3():
+    return DictModel(nn.Conv2d(2, K, 3, padding=1)).eval()
+
+
+def _resize(x, size):
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 11), (1, 5)])
+def test_single_scale_is_a_plain_forward(size):
+    model = _conv3()
+    image = torch.randn(2, 2, *size)
+    got = predict(model, image, num_classes=K)
+    torch.testing.assert_close(got, model(image)["out"])
+
+
+def test_accepts_a_model_returning_a_tensor():
+    body = nn.Conv2d(2, K, 3, padding=1)
+    image = torch.randn(1, 2, 9, 9)
+    torch.testing.assert_close(predict(body, image, num_classes=K), body(image).detach())
+
+
+def test_no_grad_inside():
+    out = predict(_pointwise(), torch.randn(1, 2, 4, 4), num_classes=K)
+    assert not out.requires_grad
+
+
+@pytest.mark.parametrize(("size", "crop"), [((17, 23), 8), ((16, 16), (5, 7)), ((9, 30), 10)])
+def test_sliding_window_is_exact_for_a_pointwise_model(size, crop):
+    model = _pointwise()
+    image = torch.randn(2, 2, *size)
+    got = predict(model, image, crop_size=crop, num_classes=K)
+    torch.testing.assert_close(got, model.body(image).detach())
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    assert len(model.seen) > 1 and set(model.seen) == {(ch, cw)}
+
+
+def test_sliding_window_positions_and_count_map():
+    """Stride ceil(8 * 2/3) = 6 over 17 rows: windows at 0, 6 and 9 (aligned to the border)."""
+    rows = torch.arange(17.0).view(1, 1, 17, 1).expand(1, K, 17, 8)
+    starts = []
+
+    def identity(x):
+        starts.append(int(x[0, 0, 0, 0]))
+        return x
+
+    out = sliding_window(identity, rows, 8, 2 / 3, K)
+    assert starts == [0, 6, 9]
+    torch.testing.assert_close(out, rows)  # averaging by the count map undoes the overlaps
+
+
+def test_smaller_image_is_padded_and_cropped():
+    # With zero padding at the bottom/right, a single 3x3 conv sees the same zeros past the border
+    # as its own padding, so padded inference is exact.
+    model = _conv3()
+    image = torch.randn(1, 2, 5, 7)
+    got = predict(model, image, crop_size=(8, 10), num_classes=K)
+    assert model.seen[-1] == (8, 10)
+    torch.testing.assert_close(got, model.body(image).detach())
+
+
+def test_one_side_larger_than_the_crop():
+    model = _pointwise()
+    image = torch.randn(1, 2, 5, 20)
+    got = predict(model, image, crop_size=8, num_classes=K)
+    assert set(model.seen) == {(8, 8)}
+    torch.testing.assert_close(got, model.body(image).detach())
+
+
+def test_multi_scale_is_the_average_of_resized_passes():
+    model = _conv3()
+    image = torch.randn(1, 2, 13, 10)
+    scales = (0.5, 1.0, 1.75)
+    got = predict(model, image, scales=scales, num_classes=K)
+    passes = []
+    for s in scales:
+        scaled = _resize(image, (round(13 * s), round(10 * s)))
+        passes.append(_resize(model.body(scaled), (13, 10)))
+    torch.testing.assert_close(got, torch.stack(passes).mean(0).detach())
+    assert model.seen == [(6, 5), (13, 10), (23, 18)]  # Python's round: 6.5 -> 6
+
+
+def test_flip_averages_the_mirrored_pass():
+    model = _conv3()
+    image = torch.randn(1, 2, 6, 9)
+    got = predict(model, image, flip=True, num_classes=K)
+    mirrored = model.body(image.flip(-1)).flip(-1)
+    torch.testing.assert_close(got, ((model.body(image) + mirrored) / 2).detach())
+
+
+def test_flip_is_a_no_op_for_a_flip_equivariant_model():
+    conv = nn.Conv2d(2, K, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)  # mirror-symmetric kernels
+    image = torch.randn(1, 2, 7, 9)
+    plain = predict(conv, image, num_classes=K)
+    torch.testing.assert_close(predict(conv, image, flip=True, num_classes=K), plain)
+
+
+@pytest.mark.parametrize("size", [(7, 9), (15, 4), (1, 1)])
+def test_output_size_equals_input_size(size):
+    model = _conv3()
+    image = torch.randn(2, 2, *size)
+    out = predict(model, image, scales=(0.5, 0.75, 1.25), flip=True, crop_size=5, num_classes=K)
+    assert out.shape == (2, K, *size)
+
+
+def test_model_output_at_another_size_is_resized():
+    def half(x):
+        return torch.randn(x.shape[0], K, x.shape[2] // 2 + 1, x.shape[3] // 2 + 1)
+
+    assert predict(half, torch.randn(1, 2, 9, 7), num_classes=K).shape == (1, K, 9, 7)
+
+
+def test_errors():
+    image = torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="num_classes=5"):
+        predict(_pointwise(), image, num_classes=5)
+    with pytest.raises(ValueError, match="scales"):
+        predict(_pointwise(), image, scales=(), num_classes=K)
+    with pytest.raises(ValueError, match="stride_rate"):
+        predict(_pointwise(), image, crop_size=2, stride_rate=0.0, num_classes=K)

@@ -1,0 +1,43 @@
+"""Compose the retrain and evaluate configs as their command lines do."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+
+from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
+from autodeeplab.engine.config import to_config
+from autodeeplab.evaluate.config import EvaluateConfig
+from autodeeplab.retrain.config import RetrainConfig
+
+ConfigStore.instance().store(name="retrain_schema", node=RetrainConfig)
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+def compose_stage(stage, schema, overrides, extra_paths=()):
+    search_path = stage_search_path(CONF_DIR, *extra_paths)
+    with initialize_config_dir(config_dir=f"{CONF_DIR}/{stage}", version_base=None):
+        cfg = compose(stage, overrides=[*overrides, search_path])
+    return to_config(cfg, schema)
+
+
+@pytest.fixture
+def retrain_config():
+    def make(*overrides):
+        return compose_stage(
+            "retrain",
+            RetrainConfig,
+            ["progress=false", "tensorboard=false", "threads=1", *overrides],
+            (f"{EXPERIMENTS_DIR}/retrain",),
+        )
+
+    return make
+
+
+@pytest.fixture
+def evaluate_config():
+    def make(*overrides):
+        return compose_stage(
+            "evaluate", EvaluateConfig, ["progress=false", "threads=1", *overrides]
+        )
+
+    return make

@@ -1,0 +1,140 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import autodeeplab.retrain.loop as retrain_loop
+from autodeeplab import Genotype, load_model
+from autodeeplab.evaluate.run import results_path, run_evaluate
+from autodeeplab.retrain.loop import run_retrain
+
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).parents[2] / "experiments/retrain/experiment").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[f"model={m}"] for m in ("s", "m", "l", "tiny")]
+    + [[f"loss={loss}"] for loss in ("ce", "ohem", "ce_dice", "focal")]
+    + [["experiment=smoke"]]
+    + [[f"experiment={name}", "data.root=/data/set"] for name in EXPERIMENTS],
+)
+def test_every_retrain_option_composes(retrain_config, overrides):
+    cfg = retrain_config(*overrides)
+    assert cfg.train.lr > 0 and cfg.model.filter_multiplier > 0
+
+
+def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
+    assert {"cityscapes_s", "cityscapes_m", "cityscapes_l", "voc", "ade20k"} <= set(EXPERIMENTS)
+    cfg = retrain_config("experiment=cityscapes_l", "data.root=/x")
+    assert (cfg.model.filter_multiplier, cfg.data.crop_size, cfg.train.lr) == (48, 769, 0.05)
+    assert (cfg.data.scale_min, cfg.data.scale_max) == (0.5, 2.0)
+
+
+def test_unknown_keys_are_refused(retrain_config):
+    with pytest.raises(Exception, match="lerning_rate"):
+        retrain_config("+train.lerning_rate=3")
+
+
+def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_path):
+    best = run_retrain(retrain_config("experiment=smoke"), tmp_path)
+    for name in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl"):
+        assert (tmp_path / name).is_file()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [12, 24]
+    assert best["miou"] == max(r["miou"] for r in records)
+    state = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
+    assert state["step"] == best["step"]
+    model = load_model(tmp_path / "checkpoints/best.pt")  # no config at hand
+    assert Genotype.from_dict(state["model_args"]["genotype"]) == Genotype.named("paper")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["model"][name]), name
+    x = torch.randn(1, 3, 33, 47)
+    assert model(x)["out"].shape == (1, 5, 33, 47)
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_path, monkeypatch):
+    run_retrain(retrain_config("experiment=smoke"), tmp_path / "full")
+    calls = []
+    real_evaluate = retrain_loop.evaluate_model
+
+    def crash_on_second_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run dies after its first checkpoint
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_loop, "evaluate_model", crash_on_second_validation)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config("experiment=smoke"), tmp_path / "crashed")
+    monkeypatch.setattr(retrain_loop, "evaluate_model", real_evaluate)
+    assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 12
+    run_retrain(retrain_config("experiment=smoke", "resume=true"), tmp_path / "crashed")
+    full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)
+    assert full["step"] == resumed["step"] == 24
+    for name, tensor in full["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert [r["miou"] for r in full["records"]] == [r["miou"] for r in resumed["records"]]
+
+
+def test_resume_with_other_settings_and_bad_genotypes_are_refused(retrain_config, tmp_path):
+    run_retrain(retrain_config("experiment=smoke"), tmp_path / "run")
+    with pytest.raises(ValueError, match="train.lr: 0.05 -> 0.1"):
+        run_retrain(
+            retrain_config("experiment=smoke", "resume=true", "train.lr=0.1"), tmp_path / "run"
+        )
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run_retrain(retrain_config("experiment=smoke"), tmp_path / "run")
+    with pytest.raises(ValueError, match="nope.json"):
+        run_retrain(retrain_config("experiment=smoke", "genotype=nope.json"), tmp_path / "r2")
+    with pytest.raises(ValueError, match="neither a genotype file nor a name"):
+        run_retrain(retrain_config("experiment=smoke", "genotype=papr"), tmp_path / "r3")
+
+
+def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path):
+    run_retrain(retrain_config("experiment=smoke"), tmp_path)
+    checkpoint = tmp_path / "checkpoints/best.pt"
+    cfg = evaluate_config("experiment=smoke", f"checkpoint={checkpoint}")
+    result = run_evaluate(cfg)
+    out = results_path(cfg)
+    assert out == tmp_path / "eval_best_val_ms_flip.json"
+    saved = json.loads(out.read_text())
+    assert saved["miou"] == result["miou"] and set(saved["per_class"]) == {
+        "brick",
+        "grass",
+        "gravel",
+        "moon",
+        "immunohistochemistry",
+    }
+    assert saved["scales"] == [0.75, 1.0, 1.25] and saved["flip"] is True
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        run_evaluate(cfg)
+    single = run_evaluate(
+        evaluate_config(
+            "experiment=smoke", f"checkpoint={checkpoint}", "scales=[1.0]", "flip=false"
+        )
+    )
+    assert 0.0 <= single["miou"] <= 1.0
+    with pytest.raises(ValueError, match="predicts 5 classes"):
+        run_evaluate(
+            evaluate_config(
+                f"checkpoint={checkpoint}",
+                "data.num_classes=4",
+                "data.options.num_classes=4",
+                "out=" + str(tmp_path / "x.json"),
+            )
+        )
+
+
+def test_colour_jitter_is_applied_before_normalisation():
+    from autodeeplab.data.config import DataConfig
+    from autodeeplab.data.transforms import ColorJitter, Normalize
+    from autodeeplab.retrain.loop import train_transform
+
+    data = DataConfig(name="textures", root=None, num_classes=5, crop_size=16)
+    steps = train_transform(data, 0.3).transforms
+    assert isinstance(steps[-2], ColorJitter) and isinstance(steps[-1], Normalize)
+    assert not any(isinstance(t, ColorJitter) for t in train_transform(data, 0.0).transforms)
