@@ -37,7 +37,11 @@ def half_size(size: tuple[int, int]) -> tuple[int, int]:
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(N, C, H, W)`` to ``size`` with corner alignment (as TF's builder)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    # Skipping a same-size resize is a Python branch on the input size; a trace or an export
+    # would freeze it, so there it always interpolates (the identity at the same size).
+    if tuple(x.shape[-2:]) == tuple(size) and not (
+        torch.jit.is_tracing() or torch.compiler.is_exporting()
+    ):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 

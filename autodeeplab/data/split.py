@@ -165,22 +165,51 @@ def epoch_loader(
     drop_last: bool = True,
     pin_memory: bool = False,
     ignore_index: int = 255,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """DataLoader for one epoch whose order depends only on ``(seed, epoch)``.
 
     Calls ``dataset.set_epoch(epoch)`` when available. Build a new loader every epoch: the
     order is reproducible for the loader's first pass.
+
+    With ``world_size > 1`` the loader yields process ``rank``'s shard (:func:`shard_order`):
+    every ``world_size``-th sample of the single-process order, from position ``rank``. The
+    shards are disjoint and, with ``drop_last``, of equal length, and batch ``i`` of all ranks
+    together holds the samples of batch ``i`` of a single process with a batch of
+    ``world_size * batch_size``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected at least 1")
-    if drop_last and len(dataset) < batch_size:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} with world_size={world_size}")
+    if drop_last and len(dataset) // world_size < batch_size:
+        ranks = f" over {world_size} processes" if world_size > 1 else ""
         raise ValueError(
-            f"dataset has {len(dataset)} samples, fewer than batch_size={batch_size} with "
-            f"drop_last=True, so the loader would yield no batches"
+            f"dataset has {len(dataset)} samples{ranks}, fewer than batch_size={batch_size} "
+            f"{'per process ' if ranks else ''}with drop_last=True, so the loader would yield "
+            "no batches"
         )
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+    if world_size > 1:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=shard_order(
+                len(dataset),
+                generator if shuffle else None,
+                rank=rank,
+                world_size=world_size,
+                even=drop_last,
+            ),
+            num_workers=num_workers,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -192,3 +221,28 @@ def epoch_loader(
         persistent_workers=num_workers > 0,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )
+
+
+def shard_order(
+    num_samples: int,
+    generator: torch.Generator | None,
+    *,
+    rank: int,
+    world_size: int,
+    even: bool = True,
+) -> list[int]:
+    """Process ``rank``'s indices of ``range(num_samples)``: the order in which
+    ``DataLoader(shuffle=True, generator=generator)`` visits the samples (no shuffle for
+    ``None``), every ``world_size``-th entry from position ``rank``, as PyTorch's
+    ``DistributedSampler``. With ``even`` the tail that would give ranks unequal shards is left
+    out (every rank then runs the same number of steps)."""
+    if generator is None:
+        order = list(range(num_samples))
+    else:
+        # The DataLoader draws its workers' base seed from the generator before the order
+        # (tests/data/test_split.py checks that the two orders agree).
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        order = torch.randperm(num_samples, generator=generator).tolist()
+    if even:
+        order = order[: num_samples - num_samples % world_size]
+    return order[rank::world_size]

@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from autodeeplab.data.split import pad_collate
+from autodeeplab.engine import distributed
 from autodeeplab.engine.inference import predict
 from autodeeplab.engine.metrics import ConfusionMatrix
 
@@ -29,11 +30,19 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = False,
+    across_ranks: bool = False,
 ) -> dict[str, Any]:
     """Scores of ``model`` on ``dataset`` (items ``(image, mask)`` at full size, normalised):
     ``ConfusionMatrix.compute()`` over all pixels of all images. Images go one at a time, so
     sizes may differ; ``scales``/``flip`` average logits over resized and mirrored passes,
-    ``crop_size`` switches to sliding-window inference for larger images."""
+    ``crop_size`` switches to sliding-window inference for larger images.
+
+    With ``across_ranks`` under ``torchrun`` (every rank calls this with the same model and
+    dataset), each rank scores every ``world_size``-th image and the confusion matrices are
+    summed: every rank returns the scores of the whole dataset, the same as one process's."""
+    world = distributed.world_size() if across_ranks else 1
+    if world > 1:
+        dataset = Subset(dataset, range(distributed.rank(), len(dataset), world))
     loader = DataLoader(
         dataset,
         batch_size=1,
@@ -47,7 +56,7 @@ def evaluate_model(
     for image, target in tqdm(
         loader,
         desc="evaluate",
-        disable=not progress,
+        disable=not progress or not distributed.is_main(),
         leave=False,
         file=sys.stderr,
         dynamic_ncols=True,
@@ -62,4 +71,6 @@ def evaluate_model(
         )
         matrix.update(logits, target.to(device))
     model.train(was_training)
+    if world > 1:
+        distributed.all_reduce_confusion_(matrix)
     return matrix.compute()

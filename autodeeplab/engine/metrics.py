@@ -20,6 +20,15 @@ class ConfusionMatrix:
         self.ignore_index = int(ignore_index)
         self._matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
+    @classmethod
+    def from_counts(cls, counts: torch.Tensor, ignore_index: int = 255) -> "ConfusionMatrix":
+        """A matrix holding ``counts`` (C, C) (e.g. summed over processes)."""
+        if counts.dim() != 2 or counts.shape[0] != counts.shape[1]:
+            raise ValueError(f"counts of shape {tuple(counts.shape)}; expected (C, C)")
+        out = cls(counts.shape[0], ignore_index)
+        out._matrix = counts.detach().to(torch.int64).clone()
+        return out
+
     @property
     def matrix(self) -> torch.Tensor:
         """(C, C) int64 counts; ``matrix[t, p]`` = pixels with target t predicted as p."""

@@ -4,9 +4,13 @@ resumed only with the settings they started with."""
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from autodeeplab.engine import distributed
+from autodeeplab.engine.checkpoint import load_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -67,3 +71,59 @@ def _diff(a: Any, b: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
             yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
     elif a != b:
         yield prefix.rstrip("."), a, b
+
+
+def check_resume_world_size(saved: int, current: int, path: Path) -> None:
+    """A resumed run must have as many processes as it started with: the number sets the
+    global batch (processes x batch size) and the shards each process reads."""
+    if saved != current:
+        raise ValueError(
+            f"resume=true with {current} process(es), but {path} was written by a run of "
+            f"{saved} (the global batch is processes x batch size). Resume with the same "
+            "number of processes (torchrun --nnodes/--nproc_per_node), or start a new run."
+        )
+
+
+@contextmanager
+def open_run_dir(
+    run_dir: Path,
+    *,
+    resume: bool,
+    config: dict[str, Any],
+    outputs: tuple[str, ...] = (),
+    required: tuple[str, ...] = (),
+    on_start: Callable[[], None] | None = None,
+) -> Iterator[dict[str, Any] | None]:
+    """Lock and check ``run_dir`` (:func:`lock_run_dir`, :func:`check_run_dir`), load and check
+    the checkpoint to resume (``config`` as a plain dict, ``required`` its keys) and call
+    ``on_start``; yields the checkpoint (None for a new run) and holds the lock until the end.
+
+    Under ``torchrun`` only rank 0 touches the directory; the others wait for its checks, then
+    get the checkpoint from it, or raise its error (no rank is left waiting for another)."""
+    handle: IO | None = None
+
+    def start() -> dict[str, Any] | None:
+        nonlocal handle
+        handle = lock_run_dir(run_dir)
+        try:
+            check_run_dir(run_dir, resume, outputs)
+            state = None
+            if resume:
+                path = run_dir / CHECKPOINT
+                state = load_checkpoint(path, required=required)
+                check_resume_config(config, state["config"], path)
+                check_resume_world_size(state.get("world_size", 1), distributed.world_size(), path)
+            if on_start is not None:
+                on_start()
+            return state
+        except BaseException:
+            handle.close()
+            handle = None
+            raise
+
+    state = distributed.run_on_main(start)
+    try:
+        yield state
+    finally:
+        if handle is not None:
+            handle.close()

@@ -14,6 +14,7 @@ from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.evaluate.run import run_evaluate
+from autodeeplab.launch import torchrun_stage
 
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 log = logging.getLogger("autodeeplab.evaluate")
@@ -30,4 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv.append(stage_search_path(CONF_DIR))
-    main()
+    with torchrun_stage(f"{CONF_DIR}/evaluate", "evaluate"):  # several processes: see README
+        main()

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform
+from autodeeplab.engine import distributed
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.report import format_table, scores_to_json
 from autodeeplab.engine.runtime import resolve_device
@@ -36,15 +37,20 @@ def results_path(cfg: EvaluateConfig) -> Path:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Scores of the checkpoint on ``cfg.data``'s ``cfg.split``; prints the per-class table and
-    writes the JSON (never over an earlier result unless ``cfg.overwrite``)."""
+    writes the JSON (never over an earlier result unless ``cfg.overwrite``). Under ``torchrun``
+    each rank scores a shard, the confusion matrices are summed and rank 0 writes."""
     out = results_path(cfg)
-    if out.exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=true or out=<another file>")
+
+    def check_out() -> None:
+        if out.exists() and not cfg.overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=true or out=<another file>")
+
+    distributed.run_on_main(check_out)  # the file is rank 0's to write
     if not cfg.scales or any(s <= 0 for s in cfg.scales):
         raise ValueError(f"scales={list(cfg.scales)}; expected positive scale factors")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     model = load_model(cfg.checkpoint).to(device)
     if model.num_classes != cfg.data.num_classes:
         raise ValueError(
@@ -66,6 +72,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         device=device,
         num_workers=data.num_workers,
         progress=cfg.progress,
+        across_ranks=True,
     )
     result = {
         "checkpoint": str(cfg.checkpoint),
@@ -77,7 +84,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "crop_size": cfg.crop_size,
         **scores_to_json(scores, classes),
     }
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    print(format_table(scores, classes))
-    log.info("results written to %s", out)
+    if distributed.is_main():
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        print(format_table(scores, classes))
+        log.info("results written to %s", out)
     return result

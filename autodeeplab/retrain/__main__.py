@@ -14,6 +14,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
 from autodeeplab.engine.config import to_config
+from autodeeplab.launch import torchrun_stage
 from autodeeplab.retrain.config import RetrainConfig
 from autodeeplab.retrain.loop import run_retrain
 from autodeeplab.search.__main__ import save_run_config
@@ -35,4 +36,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv.append(stage_search_path(CONF_DIR, f"{EXPERIMENTS_DIR}/retrain"))
-    main()
+    with torchrun_stage(f"{CONF_DIR}/retrain", "retrain"):  # several processes: see README
+        main()

@@ -1,6 +1,11 @@
 """The retrain loop [P §5.2]: a decoded genotype trained from scratch with SGD and a poly
 learning rate, validated every N iterations, with best and last checkpoints that describe the
-model (``autodeeplab.load_model`` rebuilds it) and resume exactly."""
+model (``autodeeplab.load_model`` rebuilds it) and resume exactly.
+
+Under ``torchrun`` the model is wrapped in DistributedDataParallel (with SyncBatchNorm on CUDA:
+BatchNorm statistics over the global batch), each rank trains on its shard of every epoch
+(``train.batch_size`` is per process), each validates a shard and the confusion matrices are
+summed; rank 0 alone writes the run directory."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -23,10 +29,11 @@ from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform, 
 from autodeeplab.data.config import DataConfig
 from autodeeplab.data.split import derive_seed, pad_collate
 from autodeeplab.data.transforms import ColorJitter, Compose
-from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from autodeeplab.engine import distributed
+from autodeeplab.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.losses import build_loss
-from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir, lock_run_dir
+from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
@@ -77,12 +84,18 @@ def epoch_batches(
     num_workers: int,
     ignore_index: int,
     pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """This epoch's batches in an order that depends only on (seed, epoch), from batch ``skip``
-    on (a resumed run continues mid-epoch with exactly the batches it would have seen)."""
+    on (a resumed run continues mid-epoch with exactly the batches it would have seen). With
+    ``world_size > 1``, process ``rank``'s shard: every ``world_size``-th sample of that order."""
     dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     order = torch.randperm(len(dataset), generator=generator).tolist()
+    if world_size > 1:
+        # As DistributedSampler: equal shards (the tail is left out), disjoint, strided.
+        order = order[: len(order) - len(order) % world_size][rank::world_size]
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -98,7 +111,8 @@ def run_retrain(
     cfg: RetrainConfig, run_dir: str | Path, *, on_start: Callable[[], None] | None = None
 ) -> dict[str, Any]:
     """Train (or, with ``cfg.resume``, continue) into ``run_dir``; returns the best validation
-    record. ``on_start`` runs once the directory is locked and checked."""
+    record. ``on_start`` runs once the directory is locked and checked. Under ``torchrun``
+    every rank calls this; only rank 0 touches ``run_dir``."""
     run_dir = Path(run_dir)
     train = cfg.train
     if train.iterations < 1 or train.val_every < 1 or train.batch_size < 1:
@@ -106,29 +120,43 @@ def run_retrain(
             f"train.iterations={train.iterations}, train.val_every={train.val_every} and "
             f"train.batch_size={train.batch_size} must be positive"
         )
-    with lock_run_dir(run_dir):
-        check_run_dir(run_dir, cfg.resume, (str(BEST),))
-        state = None
-        if cfg.resume:
-            state = load_checkpoint(run_dir / CHECKPOINT, required=("config", "model", "step"))
-            check_resume_config(dataclasses.asdict(cfg), state["config"], run_dir / CHECKPOINT)
-        if on_start is not None:
-            on_start()
+    with open_run_dir(
+        run_dir,
+        resume=cfg.resume,
+        config=dataclasses.asdict(cfg),
+        outputs=(str(BEST),),
+        required=("config", "model", "step"),
+        on_start=on_start,
+    ) as state:
         return _retrain(cfg, run_dir, state)
+
+
+def restore_rng(state: dict[str, Any], seed: int) -> None:
+    """The random generators of a checkpoint: this rank's own (``rank_rng``, written by a run
+    of several processes, whose Drop Path draws differ per rank), else the saved ones."""
+    states = state.get("rank_rng") or [state["rng"]]
+    if len(states) == distributed.world_size():
+        set_rng_state(states[distributed.rank()])
+    else:
+        set_rng_state(state["rng"])
+        if distributed.world_size() > 1:
+            torch.manual_seed(derive_seed(seed, state["step"], distributed.rank()))
 
 
 def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) -> dict[str, Any]:
     train, data = cfg.train, cfg.data
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     torch.manual_seed(cfg.seed)
     genotype = load_genotype(cfg.genotype)
     train_set = dataset_from_config(data, "train", data.train_samples)
     val_set = dataset_from_config(data, "val", data.val_samples)
-    if len(train_set) < train.batch_size:
+    if len(train_set) // world < train.batch_size:
+        ranks = f" ({len(train_set) // world} per process of {world})" if world > 1 else ""
         raise ValueError(
-            f"the training split has {len(train_set)} samples, fewer than "
+            f"the training split has {len(train_set)} samples{ranks}, fewer than "
             f"train.batch_size={train.batch_size}"
         )
     train_data = SeededSubset(
@@ -142,6 +170,10 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
     }
     model_args["stem_channels"] = list(model_args["stem_channels"])
     model = build_model(**model_args).to(device)
+    if world > 1 and device.type == "cuda":
+        # BatchNorm statistics over the global batch. SyncBatchNorm is CUDA only: on the CPU
+        # (gloo) each rank normalises with its own batch's statistics.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
     )
@@ -158,40 +190,56 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        set_rng_state(state["rng"])
+        restore_rng(state, cfg.seed)
         step, records, best = state["step"], state["records"], state["best"]
         log.info("resumed %s at iteration %d", run_dir, step)
-
-    def checkpoint(path: Path) -> None:
-        save_checkpoint(
-            {
-                "stage": "retrain",
-                "step": step,
-                "config": dataclasses.asdict(cfg),
-                "model_args": model_args,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": rng_state(),
-                "records": records,
-                "best": best,
-            },
-            path,
+    elif world > 1:
+        # Same weights on every rank (same seed above), but each rank its own Drop Path draws.
+        torch.manual_seed(derive_seed(cfg.seed, rank))
+    # DDP gives every rank rank 0's weights and buffers, then averages the gradients in
+    # backward(); ``model`` stays the plain network (checkpoints, evaluation, Drop Path).
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    def checkpoint(*paths: Path) -> None:
+        # Every rank's generators (a collective), so that a resumed run continues each rank.
+        rngs = distributed.all_gather_object(rng_state())
+        if not main:
+            return
+        saved = {
+            "stage": "retrain",
+            "step": step,
+            "world_size": world,
+            "config": dataclasses.asdict(cfg),
+            "model_args": model_args,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": rngs[0],
+            "records": records,
+            "best": best,
+        }
+        if world > 1:
+            saved["rank_rng"] = rngs
+        for path in paths:
+            save_checkpoint(saved, path)
+
     writer = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir), purge_step=step or None)
-    steps_per_epoch = len(train_data) // train.batch_size
+    steps_per_epoch = len(train_data) // world // train.batch_size
     losses: list[float] = []
     began = time.perf_counter()
     bar = tqdm(
         total=train.iterations,
         initial=step,
         desc="retrain",
-        disable=not cfg.progress,
+        disable=not cfg.progress or not main,
         dynamic_ncols=True,
         file=sys.stderr,
     )
@@ -206,11 +254,13 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
             num_workers=data.num_workers,
             ignore_index=data.ignore_index,
             pin_memory=device.type == "cuda",
+            rank=rank,
+            world_size=world,
         ):
             model.train()
             model.set_drop_path_progress(step / train.iterations)
             images, target = images.to(device), target.to(device)
-            loss = loss_fn(model(images)["out"], target)
+            loss = loss_fn(net(images)["out"], target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train.grad_clip is not None:
@@ -222,18 +272,24 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             if writer is not None:
-                writer.add_scalar("loss/train", losses[-1], step)
+                writer.add_scalar("loss/train", losses[-1], step)  # rank 0's batch
             if step % train.val_every == 0 or step == train.iterations:
+                # Each rank's BatchNorm running statistics follow its own batches (unless
+                # synchronised): evaluate and save rank 0's on every rank, so that the ranks
+                # agree and a resumed run continues from the state each rank had.
+                distributed.broadcast_module_(model, buffers_only=True)
                 scores = evaluate_model(
                     model,
                     val_data,
                     num_classes=data.num_classes,
                     ignore_index=data.ignore_index,
                     device=device,
+                    across_ranks=True,
                 )
+                (train_loss,) = distributed.average([sum(losses) / len(losses)])
                 record = {
                     "step": step,
-                    "train_loss": sum(losses) / len(losses),
+                    "train_loss": train_loss,
                     "miou": scores["miou"],
                     "pixel_acc": scores["pixel_acc"],
                     "lr": schedule.get_last_lr()[0],
@@ -245,13 +301,12 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
                 improved = best is None or record["miou"] > best["miou"]
                 if improved:
                     best = record
-                checkpoint(run_dir / CHECKPOINT)
-                if improved:
-                    checkpoint(run_dir / BEST)
-                atomic_write_text(
-                    run_dir / "metrics.jsonl",
-                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
-                )
+                checkpoint(run_dir / CHECKPOINT, *([run_dir / BEST] if improved else []))
+                if main:
+                    atomic_write_text(
+                        run_dir / "metrics.jsonl",
+                        "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
+                    )
                 if writer is not None:
                     writer.add_scalar("val/miou", record["miou"], step)
                     writer.add_scalar("val/pixel_acc", record["pixel_acc"], step)

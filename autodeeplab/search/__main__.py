@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.launch import torchrun_stage
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import run_search
 
@@ -47,4 +48,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with torchrun_stage(CONF_DIR, "search"):  # several processes: see README
+        main()

@@ -1,11 +1,21 @@
 """The architecture step apart from the network: first-order alternating bilevel optimisation
-[P §4.2]. A weight step on a batch of split A, then an alpha/beta step on a batch of split B."""
+[P §4.2]. A weight step on a batch of split A, then an alpha/beta step on a batch of split B.
+
+Under ``torchrun`` each rank computes the gradients of its own batch and both steps average them
+over the ranks before the update (in a single process this does nothing): every rank applies the
+same update, so the weights, alpha and beta stay identical on all ranks. The supernet is not
+wrapped in DistributedDataParallel: the two steps differentiate different parameters (the
+architecture step with ``autograd.grad``), which DDP's reduce-everything-after-backward hooks
+do not fit.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autodeeplab.engine import distributed
 
 
 def segmentation_loss(
@@ -24,14 +34,16 @@ def weight_step(
     ignore_index: int,
     grad_clip: float | None,
 ) -> float:
-    """One SGD step on the supernet weights (alpha and beta untouched). Returns the loss."""
+    """One SGD step on the supernet weights (alpha and beta untouched). Returns the loss (of
+    this rank's batch)."""
     optimizer.zero_grad(set_to_none=True)
     loss = segmentation_loss(net(images), target, ignore_index)
     loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # The same parameters get gradients on every rank: the graph does not depend on the data.
+    distributed.all_reduce_mean_([p.grad for p in params if p.grad is not None])
     if grad_clip is not None:
-        nn.utils.clip_grad_norm_(
-            [p for group in optimizer.param_groups for p in group["params"]], grad_clip
-        )
+        nn.utils.clip_grad_norm_(params, grad_clip)  # the norm of the averaged gradient
     optimizer.step()
     return loss.item()
 
@@ -44,11 +56,14 @@ def arch_step(
     *,
     ignore_index: int,
 ) -> float:
-    """One first-order step on alpha and beta with the weights fixed. Returns the loss."""
+    """One first-order step on alpha and beta with the weights fixed. Returns the loss (of this
+    rank's batch)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     loss = segmentation_loss(net(images), target, ignore_index)
     # Only alpha/beta gradients: the weight gradients of this batch would be thrown away.
-    for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
+    grads = torch.autograd.grad(loss, params)
+    distributed.all_reduce_mean_(grads)
+    for param, grad in zip(params, grads, strict=True):
         param.grad = grad
     optimizer.step()
     return loss.item()

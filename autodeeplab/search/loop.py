@@ -29,9 +29,10 @@ from autodeeplab.data import (
     search_transform,
 )
 from autodeeplab.decode import decode
-from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from autodeeplab.engine import distributed
+from autodeeplab.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from autodeeplab.engine.metrics import ConfusionMatrix
-from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir, lock_run_dir
+from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.bilevel import arch_step, segmentation_loss, weight_step
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchData:
-    """Split A (weights), split B (alpha, beta) and held-out data, with seeded loaders."""
+    """Split A (weights), split B (alpha, beta) and held-out data, with seeded loaders. Under
+    ``torchrun`` each loader yields this rank's shard (``rank`` of ``world_size``)."""
 
     split_a: SeededSubset
     split_b: SeededSubset
@@ -54,6 +56,8 @@ class SearchData:
     num_workers: int
     pin_memory: bool
     ignore_index: int
+    rank: int = 0
+    world_size: int = 1
 
     @classmethod
     def prepare(cls, cfg: SearchConfig, run_dir: Path, device: torch.device) -> SearchData:
@@ -61,15 +65,22 @@ class SearchData:
         train_set = dataset_from_config(data, "train", data.train_samples)
         val_set = dataset_from_config(data, "val", data.val_samples)
         split_path = run_dir / "split.json"
-        if cfg.resume:
-            part_a, part_b = load_split(split_path)
-        else:
+
+        def split() -> tuple[list[int], list[int]]:
+            if cfg.resume:
+                return load_split(split_path)
             part_a, part_b = search_split(len(train_set), cfg.seed)
             save_split(split_path, part_a, part_b, seed=cfg.seed, dataset=data.name)
+            return part_a, part_b
+
+        # Rank 0 reads or writes split.json; every rank uses its split.
+        part_a, part_b = distributed.run_on_main(split)
+        world = distributed.world_size()
         for name, part in (("A", part_a), ("B", part_b)):
-            if len(part) < cfg.search.batch_size:
+            if len(part) // world < cfg.search.batch_size:
+                ranks = f" ({len(part) // world} per process of {world})" if world > 1 else ""
                 raise ValueError(
-                    f"split {name} has {len(part)} samples, fewer than search.batch_size="
+                    f"split {name} has {len(part)} samples{ranks}, fewer than search.batch_size="
                     f"{cfg.search.batch_size}; use more training samples or a smaller batch"
                 )
         augment = search_transform(
@@ -86,6 +97,8 @@ class SearchData:
             num_workers=data.num_workers,
             pin_memory=device.type == "cuda",
             ignore_index=data.ignore_index,
+            rank=distributed.rank(),
+            world_size=world,
         )
 
     def loader(
@@ -101,6 +114,8 @@ class SearchData:
             drop_last=train,
             pin_memory=self.pin_memory,
             ignore_index=self.ignore_index,
+            rank=self.rank,
+            world_size=self.world_size,
         )
 
     def batches_b(self, batch_size: int, epoch: int) -> Iterator:
@@ -121,7 +136,8 @@ def evaluate(
     ignore_index: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Supernet loss and mIoU on held-out data (BatchNorm in eval mode)."""
+    """Supernet loss and mIoU on held-out data (BatchNorm in eval mode). Under ``torchrun``
+    ``loader`` holds this rank's shard and the scores are those of all shards together."""
     was_training = net.training
     net.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index)
@@ -133,7 +149,8 @@ def evaluate(
         count += len(images)
         matrix.update(logits, target)
     net.train(was_training)
-    scores = matrix.compute()
+    total, count = distributed.total([total, count])
+    scores = distributed.all_reduce_confusion_(matrix).compute()
     return {
         "val_loss": total / max(count, 1),
         "miou": scores["miou"],
@@ -196,7 +213,7 @@ def train_epoch(
     with tqdm(
         total=steps,
         desc=f"epoch {epoch}/{loop.epochs}",
-        disable=not cfg.progress,
+        disable=not cfg.progress or not distributed.is_main(),
         leave=False,
         dynamic_ncols=True,
         file=sys.stderr,
@@ -249,7 +266,11 @@ def run_search(
 ) -> Genotype:
     """Run (or, with ``cfg.resume``, continue) a search into ``run_dir``; returns the final
     genotype, also written to ``run_dir/genotype.json``. ``on_start`` runs once the run
-    directory is locked and checked (the CLI records its config there)."""
+    directory is locked and checked (the CLI records its config there).
+
+    Under ``torchrun`` (an initialised process group) every rank calls this: each trains on its
+    shard of A and B with gradients averaged over the ranks, so the weights, alpha, beta and
+    the genotype stay identical on all ranks; only rank 0 touches ``run_dir``."""
     run_dir = Path(run_dir)
     loop = cfg.search
     if loop.arch_start_epoch < 0 or loop.epochs < 1:
@@ -259,16 +280,14 @@ def run_search(
         )
     if loop.max_steps is not None and loop.max_steps < 1:
         raise ValueError(f"search.max_steps={loop.max_steps}; expected a positive number or null")
-    with lock_run_dir(run_dir):
-        check_run_dir(run_dir, cfg.resume, ("genotype.json", "split.json"))
-        state = None
-        if cfg.resume:
-            state = load_checkpoint(
-                run_dir / CHECKPOINT, required=("config", "model", "optimisers", "epoch")
-            )
-            check_resume_config(dataclasses.asdict(cfg), state["config"], run_dir / CHECKPOINT)
-        if on_start is not None:
-            on_start()
+    with open_run_dir(
+        run_dir,
+        resume=cfg.resume,
+        config=dataclasses.asdict(cfg),
+        outputs=("genotype.json", "split.json"),
+        required=("config", "model", "optimisers", "epoch"),
+        on_start=on_start,
+    ) as state:
         return _search(cfg, run_dir, state)
 
 
@@ -276,7 +295,8 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
     loop = cfg.search
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
+    main = distributed.is_main()
     torch.manual_seed(cfg.seed)
     data = SearchData.prepare(cfg, run_dir, device)
     model_args = dict(num_classes=cfg.data.num_classes, **dataclasses.asdict(cfg.space))
@@ -295,9 +315,12 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
         history, records, start = state["history"], state["records"], state["epoch"]
         genotype = Genotype.from_dict(state["genotype"], levels=cfg.space.levels)
         log.info("resumed %s after epoch %d", run_dir, start)
+    # Every rank starts from the same seed, so from the same weights, alpha and beta; rank 0's
+    # are given to all anyway, as DistributedDataParallel does.
+    distributed.broadcast_module_(net)
     # On resume, TensorBoard entries from the checkpoint's epoch on are purged and rewritten.
-    board = TensorBoardLog(run_dir, cfg.tensorboard, purge_step=start or None)
-    if state is not None:
+    board = TensorBoardLog(run_dir, cfg.tensorboard and main, purge_step=start or None)
+    if state is not None and main:
         # A kill may have fallen between the checkpoint and the files derived from it.
         write_epoch_outputs(run_dir, board, net, history, records, genotype, cfg.space.blocks)
 
@@ -308,6 +331,11 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
         weight_losses, arch_losses = train_epoch(net, opt, data, cfg, epoch, device)
         lr = opt.schedule.get_last_lr()[0]
         opt.schedule.step()
+        # The ranks' weights, alpha and beta agree, but each rank's BatchNorm running statistics
+        # follow its own batches: all ranks take rank 0's before they evaluate their shards of
+        # the held-out data and rank 0 saves them, so that a resumed run continues every rank
+        # from the state the uninterrupted run had (training uses batch statistics only).
+        distributed.broadcast_module_(net, buffers_only=True)
         scores = evaluate(
             net,
             data.loader(data.val, loop.eval_batch_size, seed=cfg.seed, epoch=0, train=False),
@@ -320,11 +348,15 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
         history["epoch"].append(epoch)
         history["alpha"].append(alpha)
         history["beta"].append(beta)
+        # Every rank ran the same number of steps: the mean of the ranks' means is the mean loss.
+        train_loss, arch_loss = distributed.average(
+            [float(np.mean(weight_losses)), float(np.mean(arch_losses)) if arch_losses else 0.0]
+        )
         records.append(
             {
                 "epoch": epoch,
-                "train_loss": float(np.mean(weight_losses)),
-                "arch_loss": float(np.mean(arch_losses)) if arch_losses else None,
+                "train_loss": train_loss,
+                "arch_loss": arch_loss if arch_losses else None,
                 **scores,
                 "lr": lr,
                 "path": list(genotype.path),
@@ -333,11 +365,14 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
                 "peak_memory_mib": peak_memory_mib(device),
             }
         )
+        if not main:
+            continue
         # The checkpoint first: every file below can be rebuilt from it on resume.
         save_checkpoint(
             {
                 "stage": "search",
                 "epoch": epoch,
+                "world_size": distributed.world_size(),
                 "config": dataclasses.asdict(cfg),
                 "model_args": model_args,
                 "model": net.state_dict(),
@@ -364,6 +399,7 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
             " ".join(map(str, genotype.path)),
         )
     board.close()
-    genotype.to_json(run_dir / "genotype.json")
-    log.info("genotype written to %s\n%s", run_dir / "genotype.json", genotype.describe())
+    if main:
+        genotype.to_json(run_dir / "genotype.json")
+        log.info("genotype written to %s\n%s", run_dir / "genotype.json", genotype.describe())
     return genotype

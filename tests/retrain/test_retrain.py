@@ -82,7 +82,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_p
 
 def test_resume_with_other_settings_and_bad_genotypes_are_refused(retrain_config, tmp_path):
     run_retrain(retrain_config("experiment=smoke"), tmp_path / "run")
-    with pytest.raises(ValueError, match="train.lr: 0.05 -> 0.1"):
+    with pytest.raises(ValueError, match="train.lr: 0.02 -> 0.1"):
         run_retrain(
             retrain_config("experiment=smoke", "resume=true", "train.lr=0.1"), tmp_path / "run"
         )

@@ -1,0 +1,43 @@
+"""Typed configuration of the export stage (``conf/export/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+#: Prefix of ``checkpoint`` that names a model preset (random weights) instead of a file.
+PRESET_PREFIX = "preset:"
+
+
+@dataclass
+class ExportConfig:
+    """``conf/export/export.yaml``."""
+
+    # A retrain checkpoint (runs/retrain/<run>/checkpoints/best.pt), or "preset:<name>" (s, m, l,
+    # auto_deeplab_s, ...) for a preset with random weights (latency studies; no data).
+    checkpoint: str = MISSING
+    format: str = "onnx"  # onnx | torchscript
+    num_classes: int = 19  # classes of a preset's head (a checkpoint keeps its own)
+    seed: int = 0  # seeds a preset's random weights and the parity-check inputs
+    # Output folder; None: <run dir>/export/<format>/ for a checkpoint (the run dir is the folder
+    # above checkpoints/), exports/<preset>/<format>/ under the current directory for a preset.
+    out: str | None = None
+    overwrite: bool = False  # replace an existing export in the output folder
+    export_size: list[int] = field(default_factory=lambda: [513, 513])  # (H, W) traced at
+    # (H, W) of the second parity check: differs from export_size and is odd, so a size baked
+    # into the exported graph shows up as an error or a mismatch.
+    check_size: list[int] = field(default_factory=lambda: [385, 449])
+    # The check fails when max |exported - eager| > tolerance * max(1, max |eager logit|): an
+    # absolute tolerance for logits within [-1, 1], relative to the largest logit above that.
+    tolerance: float = 1e-4
+    # dynamo (torch.export based; falls back to torchscript when it fails) | torchscript
+    onnx_exporter: str = "dynamo"
+    opset: int = 18  # ONNX opset version
+    latency_size: list[int] = field(default_factory=lambda: [1024, 2048])  # (H, W), batch 1
+    latency_warmup: int = 3  # untimed runs before timing
+    latency_runs: int = 20  # timed runs; median and p90 are reported
+    threads: int | None = None  # CPU threads for torch and ONNX Runtime (None: torch's default)
+    quantize: bool = False  # also write an int8 model (ONNX, checkpoints only) and compare
+    calibration_samples: int = 8  # training images that calibrate the int8 activation ranges
+    quant_val_samples: int = 8  # validation images for the mIoU before and after quantization

@@ -1,0 +1,158 @@
+"""Int8 post-training static quantization of an exported ONNX model for CPU deployment (ONNX
+Runtime), calibrated on training images of the checkpoint's dataset and scored by mIoU."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autodeeplab.data import dataset_from_config, eval_transform
+from autodeeplab.data.config import DataConfig
+from autodeeplab.engine.metrics import ConfusionMatrix
+from autodeeplab.export.benchmark import runner_latency
+from autodeeplab.export.formats import INPUT_NAME, Runner, onnx_runner
+
+#: How the int8 model is built, stated in ``export.json``.
+SCHEME = {
+    "tool": "onnxruntime.quantization.quantize_static",
+    "preprocess": "quant_pre_process (ONNX shape inference, graph optimisation)",
+    "format": "QDQ",
+    "weights": "int8, per channel",
+    "activations": "uint8, per tensor",
+    "calibration": "MinMax",
+}
+
+Sample = tuple[np.ndarray, np.ndarray]  # image (1, 3, H, W) float32, mask (H, W) int64
+
+
+def fit_to_size(
+    image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize ``image`` (3, h, w) (bilinear) and ``mask`` (h, w) (nearest) by one factor so
+    that they cover ``size``, then crop the centre ``size``: the scale and aspect of the scene
+    are kept, as the exported model will see them."""
+    height, width = size
+    scale = max(height / image.shape[-2], width / image.shape[-1])
+    scaled = (
+        max(height, round(image.shape[-2] * scale)),
+        max(width, round(image.shape[-1] * scale)),
+    )
+    image = F.interpolate(image[None], size=scaled, mode="bilinear", align_corners=False)[0]
+    mask = F.interpolate(mask[None, None].float(), size=scaled, mode="nearest")[0, 0].long()
+    top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+    return (
+        image[:, top : top + height, left : left + width],
+        mask[top : top + height, left : left + width],
+    )
+
+
+def load_samples(data: DataConfig, split: str, limit: int, size: tuple[int, int]) -> list[Sample]:
+    """The first ``limit`` samples of ``data``'s ``split`` after the evaluation transform
+    (ImageNet normalisation), fitted to ``size`` with :func:`fit_to_size`."""
+    if limit < 1:
+        raise ValueError(f"{split} samples for quantization: {limit}; expected at least 1")
+    dataset = dataset_from_config(data, split, limit)
+    transform = eval_transform()
+    samples = []
+    for index in range(len(dataset)):
+        image, mask = transform(*dataset[index])
+        image, mask = fit_to_size(image, mask, size)
+        samples.append((image[None].contiguous().numpy(), mask.numpy()))
+    return samples
+
+
+def quantize_onnx(
+    source: str | os.PathLike, target: str | os.PathLike, images: Sequence[np.ndarray]
+) -> None:
+    """Write the int8 form of the ONNX model ``source`` to ``target`` (:data:`SCHEME`),
+    calibrating activation ranges on ``images`` (each ``(1, 3, H, W)`` float32). The model is
+    pre-processed first (shape inference, BN folded into convs), as ONNX Runtime recommends;
+    its symbolic shape inference is skipped (slow, and meant for transformer graphs)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter([{INPUT_NAME: image} for image in images])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = os.path.join(scratch, "prepared.onnx")
+        quant_pre_process(os.fspath(source), prepared, skip_symbolic_shape=True)
+        quantize_static(
+            prepared,
+            os.fspath(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+
+
+def runner_miou(
+    runner: Runner, samples: Sequence[Sample], *, num_classes: int, ignore_index: int
+) -> float:
+    """mIoU of ``runner``'s predictions over ``samples`` (one confusion matrix)."""
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    for image, mask in samples:
+        logits = torch.from_numpy(runner(image))
+        matrix.update(logits.argmax(dim=1), torch.from_numpy(mask)[None])
+    return matrix.compute()["miou"]
+
+
+def quantization_report(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    data: DataConfig,
+    *,
+    size: tuple[int, int],
+    calibration_samples: int,
+    val_samples: int,
+    threads: int,
+    latency: dict[str, Any],
+) -> dict[str, Any]:
+    """Quantize ``source`` into ``target`` on ``calibration_samples`` training images and
+    compare the two on ``val_samples`` validation images (mIoU) and in latency at
+    ``latency["size"]`` (same warm-up, runs and threads as the float ``latency`` report)."""
+    calibration = load_samples(data, "train", calibration_samples, size)
+    validation = load_samples(data, "val", val_samples, size)
+    quantize_onnx(source, target, [image for image, _ in calibration])
+    float_runner = onnx_runner(source, threads=threads)
+    int8_runner = onnx_runner(target, threads=threads)
+    scores = {
+        name: runner_miou(
+            runner, validation, num_classes=data.num_classes, ignore_index=data.ignore_index
+        )
+        for name, runner in (("float32", float_runner), ("int8", int8_runner))
+    }
+    int8_latency = runner_latency(
+        int8_runner, tuple(latency["size"]), warmup=latency["warmup"], runs=latency["runs"]
+    )
+    float_median = latency["onnxruntime_cpu"]["median_ms"]
+    return {
+        "file": os.path.basename(target),
+        **SCHEME,
+        "calibration_samples": len(calibration),
+        "val_samples": len(validation),
+        "size": list(size),
+        "miou_float32": scores["float32"],
+        "miou_int8": scores["int8"],
+        "onnxruntime_cpu_int8": int8_latency,
+        "speedup_median": float_median / int8_latency["median_ms"],
+    }

@@ -1,0 +1,231 @@
+"""Export a retrain checkpoint (or a preset with random weights) for a runtime, check it against
+the eager model, time it and write ``export.json``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autodeeplab.data.config import DataConfig
+from autodeeplab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from autodeeplab.engine.checkpoint import load_checkpoint
+from autodeeplab.export.benchmark import count_multi_adds, count_parameters, latency_report
+from autodeeplab.export.config import PRESET_PREFIX, ExportConfig
+from autodeeplab.export.formats import (
+    FILE_NAMES,
+    FORMATS,
+    INPUT_NAME,
+    ONNX_EXPORTERS,
+    OUTPUT_NAME,
+    export_onnx,
+    export_torchscript,
+    load_runner,
+)
+from autodeeplab.export.parity import ParityError, check_parity, describe_failures
+from autodeeplab.export.quantize import quantization_report
+from autodeeplab.files import atomic_write_text
+from autodeeplab.models import PRESETS, AutoDeepLab, load_model
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "export.json"
+INT8_NAME = "model.int8.onnx"
+#: Every file an export writes into its folder (an existing one blocks a new export).
+ARTIFACTS = (*FILE_NAMES.values(), INT8_NAME, REPORT_NAME)
+RUNTIMES = {"onnx": "onnxruntime_cpu", "torchscript": "torchscript_cpu"}
+
+
+def preset_name(checkpoint: str) -> str | None:
+    """``"preset:s"`` -> ``"auto_deeplab_s"`` (the canonical name); ``None`` for a file path."""
+    if not checkpoint.startswith(PRESET_PREFIX):
+        return None
+    name = checkpoint[len(PRESET_PREFIX) :]
+    if name not in PRESETS:
+        raise ValueError(f"checkpoint={checkpoint!r}: unknown preset; known: {sorted(PRESETS)}")
+    return PRESETS[name].__name__
+
+
+def export_dir(cfg: ExportConfig) -> Path:
+    """``cfg.out``, else ``<run dir>/export/<format>/`` for a checkpoint (the run dir is the
+    folder above ``checkpoints/``) or ``exports/<preset>/<format>/`` for a preset."""
+    if cfg.out is not None:
+        return Path(cfg.out)
+    preset = preset_name(cfg.checkpoint)
+    if preset is not None:
+        return Path("exports") / preset / cfg.format
+    checkpoint = Path(cfg.checkpoint)
+    parent = checkpoint.parent
+    run_dir = parent.parent if parent.name == "checkpoints" else parent
+    return run_dir / "export" / cfg.format
+
+
+def _size(value: list[int], key: str) -> tuple[int, int]:
+    if len(value) != 2 or any(int(v) < 1 for v in value):
+        raise ValueError(f"{key}={list(value)}; expected [height, width] of positive ints")
+    return int(value[0]), int(value[1])
+
+
+def _check_options(cfg: ExportConfig) -> None:
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
+    if cfg.onnx_exporter not in ONNX_EXPORTERS:
+        raise ValueError(f"onnx_exporter={cfg.onnx_exporter!r}; expected one of {ONNX_EXPORTERS}")
+    if not cfg.tolerance > 0:
+        raise ValueError(f"tolerance={cfg.tolerance}; expected a positive number")
+    if cfg.quantize and cfg.format != "onnx":
+        raise ValueError("quantize=true needs format=onnx (int8 models run on ONNX Runtime)")
+    if cfg.quantize and preset_name(cfg.checkpoint) is not None:
+        raise ValueError(
+            f"quantize=true needs calibration images, and {cfg.checkpoint} (random weights) has "
+            "no dataset; quantize a retrain checkpoint instead"
+        )
+    if cfg.num_classes < 1:
+        raise ValueError(f"num_classes={cfg.num_classes}; expected at least 1")
+    if cfg.latency_warmup < 0 or cfg.latency_runs < 1:
+        raise ValueError(
+            f"latency_warmup={cfg.latency_warmup}, latency_runs={cfg.latency_runs}; expected "
+            ">= 0 and >= 1"
+        )
+    if cfg.quantize and min(cfg.calibration_samples, cfg.quant_val_samples) < 1:
+        raise ValueError("calibration_samples and quant_val_samples must be at least 1")
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if cfg.format == "onnx" and missing:
+        raise ValueError(
+            f"format=onnx needs {' and '.join(missing)}: pip install 'autodeeplab[export]'"
+        )
+
+
+def _claim(folder: Path, overwrite: bool) -> None:
+    """Refuse a folder holding an earlier export, or (``overwrite``) clear its files."""
+    existing = [folder / name for name in ARTIFACTS if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds an export ({existing[0].name}); pass overwrite=true or "
+            "out=<another folder>"
+        )
+    for path in existing:
+        path.unlink()
+
+
+def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | None]:
+    """The model, how it was obtained (for ``export.json``) and, for a checkpoint, its data."""
+    preset = preset_name(cfg.checkpoint)
+    if preset is not None:
+        torch.manual_seed(cfg.seed)
+        model = PRESETS[preset](num_classes=cfg.num_classes).eval()
+        source = {"preset": preset, "weights": "random", "seed": cfg.seed}
+        return model, source, None
+    model = load_model(cfg.checkpoint)
+    data = None
+    if cfg.quantize:
+        config = load_checkpoint(cfg.checkpoint).get("config") or {}
+        if not isinstance(config.get("data"), dict):
+            raise ValueError(
+                f"checkpoint {cfg.checkpoint} stores no data config; quantize=true needs it"
+            )
+        data = DataConfig(**config["data"])
+    return model, {"checkpoint": str(cfg.checkpoint)}, data
+
+
+def run_export(cfg: ExportConfig) -> dict[str, Any]:
+    """Export, check and time the model of ``cfg.checkpoint``; writes the model file and
+    ``export.json`` (with ``"passed"``) and returns the report. Raises :class:`ParityError`
+    (after writing the report) when the exported model disagrees with the eager one."""
+    _check_options(cfg)
+    export_size = _size(cfg.export_size, "export_size")
+    check_size = _size(cfg.check_size, "check_size")
+    if check_size == export_size:
+        raise ValueError(
+            f"check_size={list(check_size)} equals export_size; the second parity check needs "
+            "another size (odd, e.g. [57, 73]) to show a size baked into the graph"
+        )
+    latency_size = _size(cfg.latency_size, "latency_size")
+    folder = export_dir(cfg)
+    _claim(folder, cfg.overwrite)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    threads = torch.get_num_threads()
+    model, source, data = _load(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FILE_NAMES[cfg.format]
+    log.info("exporting to %s", path)
+    if cfg.format == "onnx":
+        method = export_onnx(
+            model, path, size=export_size, opset=cfg.opset, exporter=cfg.onnx_exporter
+        )
+    else:
+        method = export_torchscript(model, path, size=export_size)
+    runner = load_runner(cfg.format, path, threads=threads)
+    parity = check_parity(
+        model, runner, [(1, export_size), (2, check_size)], tolerance=cfg.tolerance, seed=cfg.seed
+    )
+    dims = ["batch", 3, "height", "width"]
+    report: dict[str, Any] = {
+        "format": cfg.format,
+        "file": path.name,
+        cfg.format: method,
+        "source": source,
+        "model_args": model.model_args,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": dims,
+            "dtype": "float32",
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        },
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", model.num_classes, "height", "width"]},
+        "export_size": list(export_size),
+        "parity": parity,
+        "params": count_parameters(model),
+        "multi_adds": count_multi_adds(model, latency_size),
+        "multi_adds_size": list(latency_size),
+        "latency": None,
+        "versions": _versions(),
+    }
+    if parity["passed"]:
+        log.info("parity passed; timing at %dx%d", *latency_size)
+        report["latency"] = latency_report(
+            model,
+            runner,
+            RUNTIMES[cfg.format],
+            latency_size,
+            warmup=cfg.latency_warmup,
+            runs=cfg.latency_runs,
+        )
+        if cfg.quantize:
+            log.info("quantizing to int8")
+            report["quantization"] = quantization_report(
+                path,
+                folder / INT8_NAME,
+                data,
+                size=export_size,
+                calibration_samples=cfg.calibration_samples,
+                val_samples=cfg.quant_val_samples,
+                threads=threads,
+                latency=report["latency"],
+            )
+    report["passed"] = parity["passed"]
+    atomic_write_text(folder / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    if not parity["passed"]:
+        raise ParityError(
+            f"parity check failed for {path} (tolerance {cfg.tolerance}): "
+            f"{describe_failures(parity)}; report in {folder / REPORT_NAME}"
+        )
+    log.info("export written to %s", folder)
+    return report
+
+
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    try:
+        import onnx
+        import onnxruntime
+
+        versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    except ImportError:  # TorchScript export needs neither
+        pass
+    return versions

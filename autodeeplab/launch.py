@@ -1,0 +1,71 @@
+"""The stages' Hydra command lines under ``torchrun``: one process group and one run directory.
+
+Hydra resolves ``hydra.run.dir`` (``runs/<stage>/${now:...}``) in every process, each at its own
+moment; rank 0 resolves it once and every rank is given the result as an override. Ranks other
+than 0 log warnings and errors to the console only (no log file in the run directory). Without
+``torchrun`` (or with one process) nothing here changes the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from autodeeplab.engine import distributed
+
+
+def _resolve_run_dir(config_dir: str, config_name: str, overrides: Sequence[str]) -> str | None:
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+            return str(cfg.hydra.run.dir)
+    except Exception:
+        return None  # a config error, which Hydra reports on every rank in a moment
+
+
+def _hydra_value(text: str) -> str:
+    """``text`` as the value of a Hydra command-line override (quoted when it must be)."""
+    if re.fullmatch(r"[\w/.:~+@-]+", text):
+        return text
+    # In Hydra's quoted strings a backslash escapes only a quote or the backslashes before one.
+    escaped = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + ("\\'" if m[2] else ""), text)
+    return f"'{escaped}'"
+
+
+def rank_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> list[str]:
+    """Overrides to append to this rank's command line ``argv`` (without the program name):
+    the run directory rank 0 resolved, and console-only logging on the other ranks. Every rank
+    must call this (it is a collective)."""
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    run_dir = distributed.run_on_main(lambda: _resolve_run_dir(config_dir, config_name, overrides))
+    extra = [] if run_dir is None else [f"hydra.run.dir={_hydra_value(run_dir)}"]
+    if not distributed.is_main():
+        extra += [
+            "hydra/job_logging=stdout",
+            "hydra.job_logging.root.level=WARNING",
+            "hydra.job_logging.formatters.simple.format="
+            + _hydra_value(f"[rank {distributed.rank()}][%(levelname)s] - %(message)s"),
+        ]
+    return extra
+
+
+@contextmanager
+def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
+    """Around a stage's Hydra ``main()``: under ``torchrun`` with several processes, join the
+    process group, agree on the run directory (``sys.argv`` gets :func:`rank_overrides`) and
+    leave the group at the end. A no-op for a single process."""
+    if not distributed.launched():
+        yield
+        return
+    distributed.setup()
+    sys.argv += rank_overrides(config_dir, config_name, sys.argv[1:])
+    clean = False
+    try:
+        yield
+        clean = True
+    finally:
+        distributed.teardown(clean)

@@ -1,0 +1,133 @@
+"""Export the smoke checkpoint in both formats: parity at two sizes, the report's costs, and
+the failures a parity check must catch (a tampered file, too tight a tolerance)."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch.utils.flop_counter import FlopCounterMode
+
+from autodeeplab import load_model
+from autodeeplab.export import run_export
+from autodeeplab.export.formats import load_runner
+from autodeeplab.export.parity import check_parity
+
+CASES = [(1, (65, 65)), (2, (57, 73))]
+
+
+@pytest.fixture(scope="module")
+def exports(smoke_checkpoint, export_config):
+    """Both formats of the smoke checkpoint, in the default folders (``<run>/export/<fmt>/``);
+    ONNX through the TorchScript-based exporter (the dynamo one is tested in test_formats)."""
+    return {
+        fmt: run_export(
+            export_config(
+                f"checkpoint={smoke_checkpoint}", f"format={fmt}", "onnx_exporter=torchscript"
+            )
+        )
+        for fmt in ("onnx", "torchscript")
+    }
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_passes_parity_at_two_sizes(exports, smoke_checkpoint, fmt):
+    folder = smoke_checkpoint.parent.parent / "export" / fmt
+    report = json.loads((folder / "export.json").read_text())
+    assert report == json.loads(json.dumps(exports[fmt]))
+    assert (folder / report["file"]).is_file() and report["passed"]
+    sizes = report["parity"]["sizes"]
+    assert [(e["batch"], tuple(e["size"])) for e in sizes] == CASES
+    for entry in sizes:
+        assert entry["passed"] and entry["max_abs_diff"] <= 1e-4
+    assert report["output"]["shape"] == ["batch", 5, "height", "width"]
+    if fmt == "onnx":
+        assert report["onnx"]["exporter"] == "torchscript" and report["onnx"]["opset"] == 18
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_report_holds_params_multi_adds_and_latency(exports, smoke_checkpoint, fmt):
+    report = exports[fmt]
+    model = load_model(smoke_checkpoint)
+    assert report["params"] == sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)  # an independent count: a real forward pass
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, 65, 65))
+    assert report["multi_adds"] == counter.get_total_flops() // 2 > 0
+    latency = report["latency"]
+    assert latency["size"] == [65, 65] and latency["threads"] == 1 and latency["runs"] == 3
+    runtime = {"onnx": "onnxruntime_cpu", "torchscript": "torchscript_cpu"}[fmt]
+    for name in (runtime, "torch_eager_cpu"):
+        assert 0 < latency[name]["median_ms"] <= latency[name]["p90_ms"]
+
+
+def test_tampered_onnx_initializer_fails_parity(exports, smoke_checkpoint, tmp_path):
+    source = smoke_checkpoint.parent.parent / "export" / "onnx" / "model.onnx"
+    proto = onnx.load(source)
+    target = next(t for t in proto.graph.initializer if t.name.endswith("classifier.bias"))
+    values = numpy_helper.to_array(target).copy()
+    values[0] += 1.0  # one class's logit shifts by 1 everywhere
+    target.CopyFrom(numpy_helper.from_array(values, target.name))
+    onnx.save(proto, tmp_path / "tampered.onnx")
+    model = load_model(smoke_checkpoint)
+    runner = load_runner("onnx", tmp_path / "tampered.onnx", threads=1)
+    parity = check_parity(model, runner, CASES, tolerance=1e-4)
+    assert not parity["passed"]
+    assert all(abs(e["max_abs_diff"] - 1.0) < 1e-3 for e in parity["sizes"])
+
+
+def test_tampered_torchscript_weight_fails_parity(exports, smoke_checkpoint, tmp_path):
+    source = smoke_checkpoint.parent.parent / "export" / "torchscript" / "model.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(source)
+        with torch.no_grad():
+            module.model.head.classifier.bias[0] += 1.0
+        torch.jit.save(module, tmp_path / "tampered.pt")
+    runner = load_runner("torchscript", tmp_path / "tampered.pt", threads=1)
+    parity = check_parity(load_model(smoke_checkpoint), runner, CASES, tolerance=1e-4)
+    assert not parity["passed"]
+    assert all(abs(e["max_abs_diff"] - 1.0) < 1e-3 for e in parity["sizes"])
+
+
+def test_an_existing_export_is_not_overwritten(exports, smoke_checkpoint, export_config):
+    report = smoke_checkpoint.parent.parent / "export" / "onnx" / "export.json"
+    before = report.read_bytes(), report.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        run_export(export_config(f"checkpoint={smoke_checkpoint}"))
+    assert (report.read_bytes(), report.stat().st_mtime_ns) == before
+
+
+def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
+    out = tmp_path / "tight"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autodeeplab.export",
+            f"checkpoint={smoke_checkpoint}",
+            "experiment=smoke",
+            "onnx_exporter=torchscript",
+            "tolerance=1e-12",
+            f"out={out}",
+            "threads=1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "parity check failed" in result.stdout + result.stderr
+    report = json.loads((out / "export.json").read_text())
+    assert report["passed"] is False and report["parity"]["passed"] is False
+    assert report["latency"] is None
+    diffs = [e["max_abs_diff"] for e in report["parity"]["sizes"]]
+    assert all(0 < d < 1e-4 for d in diffs) and np.isfinite(diffs).all()

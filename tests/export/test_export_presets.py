@@ -1,0 +1,49 @@
+"""``checkpoint=preset:<name>``: a preset with random weights, for latency studies."""
+
+from pathlib import Path
+
+import pytest
+
+from autodeeplab.export import run_export
+from autodeeplab.export.run import export_dir, preset_name
+from autodeeplab.models import PRESETS
+
+
+def test_preset_names_and_default_folders(export_config):
+    assert preset_name("preset:s") == preset_name("preset:auto_deeplab_s") == "auto_deeplab_s"
+    assert preset_name("runs/retrain/x/checkpoints/best.pt") is None
+    cfg = export_config("checkpoint=preset:l", "format=torchscript")
+    assert export_dir(cfg) == Path("exports/auto_deeplab_l/torchscript")
+    cfg = export_config("checkpoint=runs/retrain/x/checkpoints/best.pt")
+    assert export_dir(cfg) == Path("runs/retrain/x/export/onnx")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_name("preset:xl")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["quantize=true"], "no dataset"),
+        (["quantize=true", "format=torchscript"], "format=onnx"),
+        (["format=tflite"], "format="),
+        (["export_size=[65]"], "export_size"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_work(export_config, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run_export(export_config("checkpoint=preset:s", f"out={tmp_path}", *overrides))
+    assert not any(tmp_path.iterdir())
+
+
+def test_preset_s_exports_with_random_weights(export_config, tmp_path):
+    sizes = ["export_size=[33,33]", "check_size=[35,41]", "latency_size=[33,33]"]
+    cfg = export_config(
+        "checkpoint=preset:s", f"out={tmp_path}", "onnx_exporter=torchscript", *sizes
+    )
+    report = run_export(cfg)
+    assert report["passed"] and (tmp_path / "model.onnx").is_file()
+    assert report["source"] == {"preset": "auto_deeplab_s", "weights": "random", "seed": 0}
+    assert report["output"]["shape"] == ["batch", 19, "height", "width"]
+    params = sum(p.numel() for p in PRESETS["s"](num_classes=19).parameters())
+    assert report["params"] == params and abs(params - 10.15e6) < 0.01e6  # [P Table 2]
+    assert report["latency"]["onnxruntime_cpu"]["median_ms"] > 0

@@ -1,0 +1,31 @@
+"""Int8 post-training quantization of the smoke checkpoint's ONNX model."""
+
+import pytest
+import torch
+
+from autodeeplab.export import run_export
+from autodeeplab.export.quantize import fit_to_size
+
+
+def test_fit_to_size_keeps_the_aspect_and_crops_the_centre():
+    image = torch.arange(2 * 4, dtype=torch.float32).view(1, 2, 4).expand(3, 2, 4)
+    mask = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])
+    fitted, fitted_mask = fit_to_size(image, mask, (4, 4))  # scale 2 -> 4x8, centre 4 columns
+    assert fitted.shape == (3, 4, 4) and fitted_mask.shape == (4, 4)
+    assert fitted_mask.tolist() == [[1, 1, 2, 2]] * 4
+
+
+@pytest.mark.slow
+def test_quantize_records_miou_before_and_after(smoke_checkpoint, export_config, tmp_path):
+    cfg = export_config(
+        f"checkpoint={smoke_checkpoint}",
+        f"out={tmp_path}",
+        "onnx_exporter=torchscript",
+        "quantize=true",
+    )
+    report = run_export(cfg)["quantization"]
+    assert (tmp_path / report["file"]).is_file()
+    assert (report["calibration_samples"], report["val_samples"]) == (2, 2)
+    for key in ("miou_float32", "miou_int8"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["onnxruntime_cpu_int8"]["median_ms"] > 0 and report["speedup_median"] > 0
