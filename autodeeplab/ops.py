@@ -39,9 +39,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(N, C, H, W)`` to ``size`` with corner alignment (as TF's builder)."""
     # Skipping a same-size resize is a Python branch on the input size; a trace or an export
     # would freeze it, so there it always interpolates (the identity at the same size).
-    if tuple(x.shape[-2:]) == tuple(size) and not (
-        torch.jit.is_tracing() or torch.compiler.is_exporting()
-    ):
+    tracing = torch.jit.is_tracing() or torch.compiler.is_exporting()
+    if not tracing and tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
