@@ -194,32 +194,26 @@ def epoch_loader(
         dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     if world_size > 1:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=shard_order(
+        order = {
+            "sampler": shard_order(
                 len(dataset),
                 generator if shuffle else None,
                 rank=rank,
                 world_size=world_size,
                 even=drop_last,
-            ),
-            num_workers=num_workers,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-            persistent_workers=num_workers > 0,
-            collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
-        )
+            )
+        }
+    else:  # the single-process order (kept as it was, so runs stay reproducible)
+        order = {"shuffle": shuffle, "generator": generator}
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        **order,
     )
 
 
