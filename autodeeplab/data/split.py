@@ -201,7 +201,8 @@ def epoch_loader(
                 rank=rank,
                 world_size=world_size,
                 even=drop_last,
-            )
+            ),
+            "generator": generator,  # the iterator's seed, never from the global generator
         }
     else:  # the single-process order (kept as it was, so runs stay reproducible)
         order = {"shuffle": shuffle, "generator": generator}

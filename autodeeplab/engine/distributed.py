@@ -80,6 +80,8 @@ def local_device(device: torch.device) -> torch.device:
     """``device`` for this process: under ``torchrun`` a CUDA device without an index becomes
     this process's GPU (``cuda:LOCAL_RANK``, set by :func:`setup`)."""
     if device.type == "cuda" and device.index is None and _active():
+        # cuda:LOCAL_RANK when setup() could select it; with one visible GPU per process (a
+        # scheduler's binding) that GPU, which is the current device there.
         return torch.device("cuda", torch.cuda.current_device())
     return device
 

@@ -47,6 +47,7 @@ def evaluate_model(
         dataset,
         batch_size=1,
         shuffle=False,
+        generator=torch.Generator(),  # leave the global generator (training state) untouched
         num_workers=num_workers,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )

@@ -100,6 +100,9 @@ def epoch_batches(
         dataset,
         batch_size=batch_size,
         sampler=order[skip * batch_size :],
+        # Its own generator: a loader iterator draws a seed from the generator it is given (else
+        # from the global one, which Drop Path uses), so a resumed run draws the same masks.
+        generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 1)),
         drop_last=True,
         num_workers=num_workers,
         pin_memory=pin_memory,

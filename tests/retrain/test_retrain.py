@@ -9,6 +9,7 @@ from autodeeplab import Genotype, load_model
 from autodeeplab.evaluate.run import results_path, run_evaluate
 from autodeeplab.retrain.loop import run_retrain
 
+DROP = ("experiment=smoke", "model.drop_path_keep_prob=0.7")
 EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).parents[2] / "experiments/retrain/experiment").glob("*.yaml")
 )
@@ -56,7 +57,8 @@ def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_pa
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_path, monkeypatch):
-    run_retrain(retrain_config("experiment=smoke"), tmp_path / "full")
+    # Drop Path on: its masks come from the global generator, which resume must restore.
+    run_retrain(retrain_config(*DROP), tmp_path / "full")
     calls = []
     real_evaluate = retrain_loop.evaluate_model
 
@@ -68,10 +70,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_p
 
     monkeypatch.setattr(retrain_loop, "evaluate_model", crash_on_second_validation)
     with pytest.raises(KeyboardInterrupt):
-        run_retrain(retrain_config("experiment=smoke"), tmp_path / "crashed")
+        run_retrain(retrain_config(*DROP), tmp_path / "crashed")
     monkeypatch.setattr(retrain_loop, "evaluate_model", real_evaluate)
     assert torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)["step"] == 12
-    run_retrain(retrain_config("experiment=smoke", "resume=true"), tmp_path / "crashed")
+    run_retrain(retrain_config(*DROP, "resume=true"), tmp_path / "crashed")
     full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=True)
     resumed = torch.load(tmp_path / "crashed/checkpoints/last.pt", weights_only=True)
     assert full["step"] == resumed["step"] == 24
