@@ -8,6 +8,7 @@ than 0 log warnings and errors to the console only (no log file in the run direc
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -69,3 +70,20 @@ def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
         clean = True
     finally:
         distributed.teardown(clean)
+
+
+#: Errors that mean the user asked for something wrong (a bad key, file or value): reported as
+#: one log line and exit status 2, never as a traceback.
+USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+
+
+@contextmanager
+def user_errors(log: logging.Logger) -> Iterator[None]:
+    """Around a stage's work: a user error becomes one ``log.error`` line and ``exit(2)``."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        yield
+    except (*USER_ERRORS, MissingMandatoryValue) as err:
+        log.error("%s", err)
+        sys.exit(2)

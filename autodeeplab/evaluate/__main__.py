@@ -8,13 +8,12 @@ import sys
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.evaluate.run import run_evaluate
-from autodeeplab.launch import torchrun_stage
+from autodeeplab.launch import torchrun_stage, user_errors
 
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 log = logging.getLogger("autodeeplab.evaluate")
@@ -22,11 +21,8 @@ log = logging.getLogger("autodeeplab.evaluate")
 
 @hydra.main(version_base=None, config_path=f"{CONF_DIR}/evaluate", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors(log):
         run_evaluate(to_config(cfg, EvaluateConfig))
-    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
-        log.error("%s", err)  # a user error: what is wrong, without a traceback
-        sys.exit(2)
 
 
 if __name__ == "__main__":

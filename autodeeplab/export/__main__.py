@@ -8,12 +8,12 @@ import sys
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import to_config
 from autodeeplab.export.config import ExportConfig
 from autodeeplab.export.run import run_export
+from autodeeplab.launch import user_errors
 
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 log = logging.getLogger("autodeeplab.export")
@@ -21,11 +21,8 @@ log = logging.getLogger("autodeeplab.export")
 
 @hydra.main(version_base=None, config_path=f"{CONF_DIR}/export", config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors(log):
         run_export(to_config(cfg, ExportConfig))
-    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
-        log.error("%s", err)  # a user error or a failed parity check: what is wrong, no traceback
-        sys.exit(2)
 
 
 if __name__ == "__main__":

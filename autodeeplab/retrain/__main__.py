@@ -10,11 +10,10 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
 from autodeeplab.engine.config import to_config
-from autodeeplab.launch import torchrun_stage
+from autodeeplab.launch import torchrun_stage, user_errors
 from autodeeplab.retrain.config import RetrainConfig
 from autodeeplab.retrain.loop import run_retrain
 from autodeeplab.search.__main__ import save_run_config
@@ -26,12 +25,9 @@ log = logging.getLogger("autodeeplab.retrain")
 @hydra.main(version_base=None, config_path=f"{CONF_DIR}/retrain", config_name="retrain")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with user_errors(log):
         config = to_config(cfg, RetrainConfig)
         run_retrain(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
-    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
-        log.error("%s", err)  # a user error: what is wrong, without a traceback
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from autodeeplab.conf_path import CONF_DIR
-from autodeeplab.launch import torchrun_stage
+from autodeeplab.launch import torchrun_stage, user_errors
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import run_search
 
@@ -38,13 +36,9 @@ def save_run_config(run_dir: Path, cfg: DictConfig, resume: bool) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="search")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with user_errors(log):
         config = to_search_config(cfg)
         run_search(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
-    except (ValueError, FileExistsError, FileNotFoundError, MissingMandatoryValue) as err:
-        # A user error: say what is wrong, without a traceback.
-        log.error("%s", err)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
