@@ -6,14 +6,20 @@ calibration workload in the same process, and prints JSON: medians, their ratio 
 calibration, and peak memory. The calibration and the step follow ../shared/BENCHMARKS.md, so
 figures compare across noisy machines as ratios.
 
-    python experiments/bench_supernet.py --crop 64
-    python experiments/bench_supernet.py --crop 128 --steps 5 --warmup 2
+    python experiments/bench_supernet.py --crop 64 --reference
+    python experiments/bench_supernet.py --crop 128 --checkpoint
+    python experiments/bench_supernet.py --device cuda --crop 321 --precision bf16
+
+It also projects the time of a whole search from the step times: by default the paper's
+Cityscapes search (2,975 images split into halves A and B, batch 2, 40 epochs, architecture
+steps after epoch 20), which on a GPU is the GPU-hours figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -96,6 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-arch", action="store_true", help="skip the architecture step")
     parser.add_argument(
+        "--checkpoint", action="store_true", help="activation checkpointing per node"
+    )
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--project-images", type=int, default=2975, help="training images")
+    parser.add_argument("--project-epochs", type=int, default=40)
+    parser.add_argument("--project-arch-start", type=int, default=20)
+    parser.add_argument(
         "--reference",
         action="store_true",
         help="also time the weight step of the plain eq. 6 implementation (slow)",
@@ -115,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
         blocks=args.blocks,
     ).to(device)
     net.train()
+    net.checkpoint_nodes = args.checkpoint
+    net.autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
     arch = list(net.arch_parameters())
@@ -158,6 +173,16 @@ def main(argv: list[str] | None = None) -> dict:
         peak = matmul_peak_flops()
         result["matmul_peak_gflop_per_s"] = peak / 1e9
         result["fraction_of_matmul_peak"] = flops / weight_median / peak
+    if arch_times:
+        # Each epoch: one weight step per batch of split A and, after the start epoch, one
+        # architecture step per batch of split B (the optimiser steps are not timed).
+        steps = math.ceil(args.project_images // 2 / args.batch)
+        arch_epochs = max(0, args.project_epochs - args.project_arch_start)
+        seconds = steps * (
+            args.project_epochs * weight_median + arch_epochs * result["arch_step_s"]
+        )
+        result["weight_and_arch_steps_per_s"] = 1 / (weight_median + result["arch_step_s"])
+        result["projected_search_hours"] = seconds / 3600
     if reference_times:
         result["reference_weight_step_s"] = statistics.median(reference_times)
         result["speedup_over_reference"] = result["reference_weight_step_s"] / weight_median

@@ -30,6 +30,13 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(capsys):
             "--reference",
             "--classes",
             "3",
+            "--checkpoint",
+            "--project-images",
+            "101",
+            "--project-epochs",
+            "3",
+            "--project-arch-start",
+            "1",
         ]
     )
     assert '"weight_step_s"' in capsys.readouterr().out
@@ -45,3 +52,7 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(capsys):
         "matmul_peak_gflop_per_s",
     ):
         assert result[key] > 0, key
+    # 101 images -> halves of 50 -> 25 batches of 2; 3 weight epochs, 2 with architecture steps.
+    expected = 25 * (3 * result["weight_step_s"] + 2 * result["arch_step_s"]) / 3600
+    assert result["projected_search_hours"] == pytest.approx(expected)
+    assert result["config"]["checkpoint"] is True

@@ -50,6 +50,12 @@ class LoopConfig:
     batch_size: int = 2
     eval_batch_size: int = 4
     max_steps: int | None = None  # cap on weight steps per epoch (None: a full pass over A)
+    # Activation checkpointing per lattice node: the same search (BatchNorm statistics included)
+    # in less memory, for about one more forward pass per step.
+    checkpoint: bool = False
+    # "fp32", or "bf16": bfloat16 autocast for the supernet (meant for GPUs; alpha, beta, their
+    # softmax and the logits stay float32). Changes the arithmetic, not the algorithm.
+    precision: str = "fp32"
 
 
 @dataclass

@@ -280,6 +280,7 @@ def run_search(
         )
     if loop.max_steps is not None and loop.max_steps < 1:
         raise ValueError(f"search.max_steps={loop.max_steps}; expected a positive number or null")
+    autocast_dtype(loop.precision)  # refuse a bad value before the run directory is made
     with open_run_dir(
         run_dir,
         resume=cfg.resume,
@@ -289,6 +290,16 @@ def run_search(
         on_start=on_start,
     ) as state:
         return _search(cfg, run_dir, state)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """``search.precision`` -> the supernet's autocast dtype (``None``: plain float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"search.precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+    return PRECISIONS[precision]
 
 
 def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> Genotype:
@@ -301,6 +312,8 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
     data = SearchData.prepare(cfg, run_dir, device)
     model_args = dict(num_classes=cfg.data.num_classes, **dataclasses.asdict(cfg.space))
     net = build_supernet(**model_args).to(device)
+    net.checkpoint_nodes = loop.checkpoint
+    net.autocast_dtype = autocast_dtype(loop.precision)
     opt = Optimisers.build(net, cfg)
 
     history: dict[str, list[Any]] = {"epoch": [], "alpha": [], "beta": []}

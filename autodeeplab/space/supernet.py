@@ -9,10 +9,12 @@ Both are ``nn.Parameter``s kept apart from the weights (:meth:`arch_parameters`,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from autodeeplab.ops import PRIMITIVES, ReLUConvBN, Stem, half_size, resize
 from autodeeplab.space.cell import SearchCell
@@ -83,8 +85,21 @@ class SearchNode(nn.Module):
         pp = self.prev_prev(prev_prev) if self.prev_prev is not None else None
         states = self.cell(torch.cat(inputs, dim=1), pp, alpha_weights)  # (N, P, B, C, H, W)
         i, s, d = self.beta_index
-        mixed = (states * beta_weights[i, s, d].view(1, -1, 1, 1, 1, 1)).sum(dim=1)
-        return mixed.flatten(1, 2)
+        path_weights = beta_weights[i, s, d].to(states.dtype).view(1, -1, 1, 1, 1, 1)
+        return (states * path_weights).sum(dim=1).flatten(1, 2)
+
+
+@contextlib.contextmanager
+def _frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Restores ``module``'s buffers (BatchNorm running statistics) on exit, so that the forward
+    pass that activation checkpointing repeats during backward does not update them twice."""
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 class Supernet(nn.Module):
@@ -122,6 +137,13 @@ class Supernet(nn.Module):
         self.alpha = nn.Parameter(arch_init_std * torch.randn(num_edges(blocks), len(PRIMITIVES)))
         self.beta = nn.Parameter(arch_init_std * torch.randn(layers, levels, 3))
         self.register_buffer("beta_mask", self.lattice.beta_mask(), persistent=False)
+        #: Activation checkpointing per node: keep only the nodes' inputs and recompute each node
+        #: during backward. Same results (BatchNorm running statistics included), less memory,
+        #: about one more forward pass of time.
+        self.checkpoint_nodes = False
+        #: ``torch.bfloat16``: run the network under autocast (mixed precision; meant for GPUs).
+        #: alpha, beta and their softmax stay float32, and so do the returned logits.
+        self.autocast_dtype: torch.dtype | None = None
 
     def arch_parameters(self) -> tuple[nn.Parameter, nn.Parameter]:
         """``(alpha, beta)``: logits ``(edges, ops)`` and ``(L, levels, 3)``."""
@@ -147,26 +169,37 @@ class Supernet(nn.Module):
         self, x: torch.Tensor, alpha_weights: torch.Tensor, beta_weights: torch.Tensor
     ) -> torch.Tensor:
         """The forward pass under given normalised architecture weights."""
-        _, stem = self.stem(x)
-        sizes = [tuple(stem.shape[-2:])]
-        for _ in range(1, self.lattice.levels):
-            sizes.append(half_size(sizes[-1]))
-        states: dict[tuple[int, int], torch.Tensor] = {(0, 0): stem}
-        for (l, s), node in zip(self.lattice.nodes, self.nodes, strict=True):
-            sources = [states[(l - 1, source)] for source, _ in node.incoming]
-            states[(l, s)] = node(
-                sources,
-                states.get((l - 2, s)) if node.prev_prev is not None else None,
-                alpha_weights,
-                beta_weights,
-                sizes[s],
-            )
-        last = self.lattice.layers
-        logits = [
-            resize(head(states[(last, s)]), tuple(x.shape[-2:]))
-            for s, head in zip(self.head_levels, self.heads, strict=True)
-        ]
-        return torch.stack(logits).sum(dim=0)
+        autocast = torch.autocast(
+            x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        )
+        with autocast:
+            _, stem = self.stem(x)
+            sizes = [tuple(stem.shape[-2:])]
+            for _ in range(1, self.lattice.levels):
+                sizes.append(half_size(sizes[-1]))
+            states: dict[tuple[int, int], torch.Tensor] = {(0, 0): stem}
+            for (l, s), node in zip(self.lattice.nodes, self.nodes, strict=True):
+                sources = [states[(l - 1, source)] for source, _ in node.incoming]
+                prev_prev = states.get((l - 2, s)) if node.prev_prev is not None else None
+                args = (sources, prev_prev, alpha_weights, beta_weights, sizes[s])
+                if self.checkpoint_nodes and torch.is_grad_enabled():
+                    states[(l, s)] = checkpoint(
+                        node,
+                        *args,
+                        use_reentrant=False,
+                        context_fn=lambda node=node: (
+                            contextlib.nullcontext(),
+                            _frozen_buffers(node),
+                        ),
+                    )
+                else:
+                    states[(l, s)] = node(*args)
+            last = self.lattice.layers
+            logits = [
+                resize(head(states[(last, s)]), tuple(x.shape[-2:]))
+                for s, head in zip(self.head_levels, self.heads, strict=True)
+            ]
+            return torch.stack(logits).sum(dim=0).float()
 
 
 def build_supernet(

@@ -30,6 +30,7 @@ def _smoke(*overrides):
         (["data.train_samples=3"], "split B has 1 samples, fewer than search.batch_size=2"),
         (["search.max_steps=0"], "search.max_steps=0"),
         (["search.epochs=0"], "search.epochs=0"),
+        (["search.precision=fp16"], r"search.precision='fp16': expected one of \['bf16', 'fp32'\]"),
         (["+data.options.colour=1"], "unknown option 'colour'"),
         pytest.param(
             ["device=cuda:7"],

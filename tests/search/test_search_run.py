@@ -179,3 +179,23 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     result = _run(tmp_path / "empty", "resume=true", check=False)
     assert result.returncode != 0
     assert "no checkpoint" in result.stderr + result.stdout
+
+
+def test_activation_checkpointing_runs_the_same_search(smoke_run, tmp_path):
+    run_dir = tmp_path / "run"
+    _run(run_dir, "search.checkpoint=true")
+    a, b = np.load(smoke_run / "arch_history.npz"), np.load(run_dir / "arch_history.npz")
+    assert np.abs(a["alpha"] - b["alpha"]).max() <= 1e-5
+    assert np.abs(a["beta"] - b["beta"]).max() <= 1e-5
+    assert Genotype.from_json(smoke_run / "genotype.json") == Genotype.from_json(
+        run_dir / "genotype.json"
+    )
+
+
+def test_bf16_search_runs_and_keeps_alpha_beta_float32(tmp_path):
+    run_dir = tmp_path / "run"
+    _run(run_dir, "search.precision=bf16", "search.epochs=2")
+    history = np.load(run_dir / "arch_history.npz")
+    assert history["alpha"].dtype == history["beta"].dtype == np.float32
+    assert np.isfinite(history["alpha"]).all() and np.isfinite(history["beta"]).all()
+    Genotype.from_json(run_dir / "genotype.json")

@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch.func import functional_call
+
+from autodeeplab.ops import OPS, PRIMITIVES
+from autodeeplab.space.mixed import InputEdges, live_taps
+
+
+def _plain(module: InputEdges, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_k weights[e, k] * op_k(x_p), one op module call per (path, edge, op)."""
+    n, _, h, w = x.shape
+    p, e, c = module.paths, module.edges, module.channels
+    templates = {op: OPS[op](c, 1, False) for op in PRIMITIVES}
+    paths = []
+    for path in range(p):
+        xp = x[:, path * c : (path + 1) * c]
+        edges = []
+        for edge in range(e):
+            total = torch.zeros(n, c, h, w)
+            for k, op in enumerate(PRIMITIVES):
+                if op != "none":
+                    out = functional_call(templates[op], module.op_parameters(edge, op), (xp,))
+                    total = total + weights[edge, k] * out
+            edges.append(total)
+        paths.append(torch.stack(edges, dim=1))
+    return torch.stack(paths, dim=1)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (1, 3), (2, 5), (4, 4), (3, 6), (5, 5), (9, 7)])
+def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w):
+    # Small maps are where kernel taps that only read padding are dropped.
+    torch.manual_seed(0)
+    module = InputEdges(channels=4, edges=3, paths=2)
+    x = torch.randn(2, 8, h, w, requires_grad=True)
+    weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1).requires_grad_()
+    grad_out = torch.randn(2, 2, 3, 4, h, w)
+    inputs = [x, weights, *module.parameters()]
+
+    fused = module(x, weights)
+    fused_grads = torch.autograd.grad(fused, inputs, grad_out)
+    plain = _plain(module, x, weights)
+    plain_grads = torch.autograd.grad(plain, inputs, grad_out)
+
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-4)
+    names = ["x", "weights", *(name for name, _ in module.named_parameters())]
+    for name, a, b in zip(names, fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize(
+    "kernel,dilation,size,expected",
+    [(5, 2, 1, (2, 3)), (5, 2, 2, (2, 3)), (5, 2, 3, (1, 4)), (5, 2, 4, (1, 4)), (5, 2, 5, (0, 5)),
+     (3, 2, 2, (1, 2)), (3, 2, 3, (0, 3)), (5, 1, 2, (1, 4)), (5, 1, 3, (0, 5)), (3, 1, 1, (1, 2))],
+)  # fmt: skip
+def test_live_taps_are_the_taps_that_can_read_the_map(kernel, dilation, size, expected):
+    taps = live_taps(kernel, dilation, size)
+    assert (taps.start, taps.stop) == expected
+    # Brute force: tap i is live when some output pixel reads an in-map pixel through it.
+    live = [
+        i
+        for i in range(kernel)
+        if any(0 <= o + (i - kernel // 2) * dilation < size for o in range(size))
+    ]
+    assert (live[0], live[-1] + 1) == expected
