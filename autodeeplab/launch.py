@@ -37,14 +37,45 @@ def _hydra_value(text: str) -> str:
     return f"'{escaped}'"
 
 
+#: Hydra's flags that take a value, and ``--info``'s optional values.
+_VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list[str]]:
+    """A stage's command line (without the program name) -> (the config name it selects, its
+    overrides): Hydra's flags and their values are not overrides, and ``--config-name``/``-cn``
+    (``X`` or ``=X``) replaces the stage's default config name."""
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        flag, eq, value = arg.partition("=")
+        if flag in _VALUE_FLAGS:
+            if not eq:
+                value = argv[i] if i < len(argv) else ""
+                i += 1
+            if flag in ("--config-name", "-cn"):
+                config_name = value
+        elif arg == "--info":
+            if i < len(argv) and argv[i] in _INFO_VALUES:
+                i += 1
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return config_name, overrides
+
+
 def rank_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> list[str]:
     """Overrides to append to this rank's command line ``argv`` (without the program name):
-    the run directory rank 0 resolved, and console-only logging on the other ranks. Every rank
-    must call this (it is a collective)."""
-    overrides = [arg for arg in argv if not arg.startswith("-")]
+    the run directory rank 0 resolved, and console-only logging on the other ranks (unless the
+    command line picks its own ``hydra/job_logging``). Every rank must call this (it is a
+    collective)."""
+    config_name, overrides = split_command_line(argv, config_name)
     run_dir = distributed.run_on_main(lambda: _resolve_run_dir(config_dir, config_name, overrides))
     extra = [] if run_dir is None else [f"hydra.run.dir={_hydra_value(run_dir)}"]
-    if not distributed.is_main():
+    own_logging = any(o.lstrip("+~").startswith("hydra/job_logging=") for o in overrides)
+    if not distributed.is_main() and not own_logging:
         extra += [
             "hydra/job_logging=stdout",
             "hydra.job_logging.root.level=WARNING",

@@ -7,7 +7,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from autodeeplab.conf_path import CONF_DIR
-from autodeeplab.launch import _hydra_value, rank_overrides
+from autodeeplab.launch import _hydra_value, rank_overrides, split_command_line
 from autodeeplab.search.config import SearchConfig
 
 ConfigStore.instance().store(name="search_schema", node=SearchConfig)
@@ -32,3 +32,35 @@ def test_rank_0_resolves_the_run_directory_once():
 
 def test_a_config_error_is_left_to_hydra():
     assert rank_overrides(CONF_DIR, "search", ["search.epocs=3"]) == []
+
+
+@pytest.mark.parametrize(
+    "argv, name, overrides",
+    [
+        (["seed=1", "--config-name", "check", "x=2"], "check", ["seed=1", "x=2"]),
+        (["-cn", "check"], "check", []),
+        (["--config-name=check", "a=1"], "check", ["a=1"]),
+        (["-cd", "my/conf", "a=1", "--info", "config", "b=2"], "search", ["a=1", "b=2"]),
+        (["--info", "a=1", "-m"], "search", ["a=1"]),
+    ],
+)
+def test_hydra_flags_and_their_values_are_not_overrides(argv, name, overrides):
+    assert split_command_line(argv, "search") == (name, overrides)
+
+
+def test_a_separate_config_name_is_used_to_resolve_the_run_directory():
+    import autodeeplab.data.__main__  # noqa: F401  (registers check_schema)
+
+    (run_dir,) = rank_overrides(CONF_DIR, "search", ["--config-name", "check"])
+    assert "autodeeplab-check" in run_dir
+
+
+def test_a_users_own_job_logging_is_left_alone_on_other_ranks(monkeypatch):
+    from autodeeplab.engine import distributed
+
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    monkeypatch.setattr(distributed, "run_on_main", lambda fn: fn())
+    plain = rank_overrides(CONF_DIR, "search", ["seed=1"])
+    assert "hydra/job_logging=stdout" in plain
+    own = rank_overrides(CONF_DIR, "search", ["hydra/job_logging=disabled"])
+    assert not any(o.startswith("hydra/job_logging") or "job_logging." in o for o in own)
