@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab import build_supernet
+from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.space.reference import reference_forward
 
 
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         F.cross_entropy(net(images), target).backward()
 
     def arch_step() -> None:
-        torch.autograd.grad(F.cross_entropy(net(images), target), arch)
+        with gradients_only_for(net, arch):
+            torch.autograd.grad(F.cross_entropy(net(images), target), arch)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -11,6 +11,9 @@ do not fit.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +26,22 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Pixel cross-entropy; ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)``."""
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+
+@contextlib.contextmanager
+def gradients_only_for(net: nn.Module, params: Iterable[nn.Parameter]) -> Iterator[None]:
+    """Within: every parameter of ``net`` but ``params`` has ``requires_grad`` off (restored on
+    exit), so a backward pass skips the gradients nobody asked for: the supernet's fused mixed
+    ops then skip their weight gradients, which ``autograd.grad`` alone cannot tell them."""
+    keep = {id(p) for p in params}
+    frozen = [p for p in net.parameters() if id(p) not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def weight_step(
@@ -59,9 +78,10 @@ def arch_step(
     """One first-order step on alpha and beta with the weights fixed. Returns the loss (of this
     rank's batch)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    loss = segmentation_loss(net(images), target, ignore_index)
     # Only alpha/beta gradients: the weight gradients of this batch would be thrown away.
-    grads = torch.autograd.grad(loss, params)
+    with gradients_only_for(net, params):
+        loss = segmentation_loss(net(images), target, ignore_index)
+        grads = torch.autograd.grad(loss, params)
     distributed.all_reduce_mean_(grads)
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad

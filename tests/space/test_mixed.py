@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -6,11 +8,39 @@ from autodeeplab.ops import OPS, PRIMITIVES
 from autodeeplab.space.mixed import InputEdges, live_taps
 
 
-def _plain(module: InputEdges, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_k weights[e, k] * op_k(x_p), one op module call per (path, edge, op)."""
+def _bn_buffers(module: InputEdges, path: int, edge: int, op: str) -> dict[str, torch.Tensor]:
+    """Views of ``module``'s BatchNorm statistics of (path, edge, op), named as in ``OPS[op]``."""
+    p, e, c = module.paths, module.edges, module.channels
+    if op.startswith("sep_conv"):
+        kernel = 0 if op == "sep_conv_3x3" else 1
+        return {
+            f"{unit}.bn.{stat}": getattr(module.sep_bn[unit], stat).view(2, p, e, c)[
+                kernel, path, edge
+            ]
+            for unit in range(2)
+            for stat in ("running_mean", "running_var")
+        }
+    if op.startswith("atrous_conv"):
+        kernel = 0 if op == "atrous_conv_3x3" else 1
+        return {
+            f"bn.{stat}": getattr(module.atrous_bn, stat).view(2, p, e, c)[kernel, path, edge]
+            for stat in ("running_mean", "running_var")
+        }
+    return {}
+
+
+def _plain(
+    module: InputEdges,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    buffers: Callable[[int, int, str], dict[str, torch.Tensor]] = lambda path, edge, op: {},
+    training: bool = True,
+) -> torch.Tensor:
+    """sum_k weights[e, k] * op_k(x_p), one op module call per (path, edge, op); ``buffers``
+    gives each op module's BatchNorm statistics (default: its own, fresh)."""
     n, _, h, w = x.shape
     p, e, c = module.paths, module.edges, module.channels
-    templates = {op: OPS[op](c, 1, False) for op in PRIMITIVES}
+    templates = {op: OPS[op](c, 1, False).train(training) for op in PRIMITIVES}
     paths = []
     for path in range(p):
         xp = x[:, path * c : (path + 1) * c]
@@ -19,14 +49,17 @@ def _plain(module: InputEdges, x: torch.Tensor, weights: torch.Tensor) -> torch.
             total = torch.zeros(n, c, h, w)
             for k, op in enumerate(PRIMITIVES):
                 if op != "none":
-                    out = functional_call(templates[op], module.op_parameters(edge, op), (xp,))
+                    tensors = {**module.op_parameters(edge, op), **buffers(path, edge, op)}
+                    out = functional_call(templates[op], tensors, (xp,))
                     total = total + weights[edge, k] * out
             edges.append(total)
         paths.append(torch.stack(edges, dim=1))
     return torch.stack(paths, dim=1)
 
 
-@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (1, 3), (2, 5), (4, 4), (3, 6), (5, 5), (9, 7)])
+@pytest.mark.parametrize(
+    "h,w", [(1, 1), (2, 2), (1, 3), (2, 5), (4, 4), (3, 6), (5, 5), (9, 7), (16, 16)]
+)
 def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w):
     # Small maps are where kernel taps that only read padding are dropped.
     torch.manual_seed(0)
@@ -45,6 +78,50 @@ def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w):
     names = ["x", "weights", *(name for name, _ in module.named_parameters())]
     for name, a, b in zip(names, fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops():
+    torch.manual_seed(0)
+    module = InputEdges(channels=4, edges=3, paths=2)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1).requires_grad_()
+    plain_stats = InputEdges(channels=4, edges=3, paths=2)  # only its (fresh) BN buffers
+    for _ in range(2):  # training: both update the running statistics the same way
+        module(x, weights)
+        _plain(module, x, weights, lambda path, edge, op: _bn_buffers(plain_stats, path, edge, op))
+    for (name, ours), theirs in zip(module.named_buffers(), plain_stats.buffers(), strict=True):
+        if "running" in name:
+            torch.testing.assert_close(ours, theirs, msg=lambda m, n=name: f"{n}: {m}")
+
+    # Eval mode: the running statistics normalise, outputs and gradients still agree.
+    module.eval()
+    grad_out = torch.randn(2, 2, 3, 4, 6, 6)
+    inputs = [x, weights, *module.parameters()]
+    fused = module(x, weights)
+    plain = _plain(
+        module, x, weights, lambda path, edge, op: _bn_buffers(module, path, edge, op), False
+    )
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-4)
+    fused_grads = torch.autograd.grad(fused, inputs, grad_out)
+    plain_grads = torch.autograd.grad(plain, inputs, grad_out)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_input_edges_with_frozen_weights_give_the_same_input_and_op_weight_gradients():
+    # The architecture step freezes the weights; the fused backward then skips their gradients.
+    torch.manual_seed(0)
+    module = InputEdges(channels=4, edges=3, paths=2)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1).requires_grad_()
+    grad_out = torch.randn(2, 2, 3, 4, 5, 5)
+    full = torch.autograd.grad(module(x, weights), [x, weights], grad_out)
+    for param in module.parameters():
+        param.requires_grad_(False)
+    frozen = torch.autograd.grad(module(x, weights), [x, weights], grad_out)
+    for a, b in zip(frozen, full, strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(param.grad is None for param in module.parameters())
 
 
 @pytest.mark.parametrize(

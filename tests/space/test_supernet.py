@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from autodeeplab import build_supernet
+from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.space.reference import reference_forward
 
 
@@ -140,6 +141,29 @@ def test_bf16_autocast_keeps_arch_parameters_and_logits_float32():
     for name in ("alpha", "beta"):
         grad = bf16_grads[name]
         assert grad.dtype == torch.float32
-        # bf16 keeps about 3 significant digits (measured: cosine 0.97 for alpha here).
+        # bf16 keeps about 3 significant digits. The alpha gradient is a difference of nearly
+        # equal per-op terms (softmax of near-uniform alpha), so its cosine to the fp32 gradient
+        # varies with the seed (measured 0.76-0.99 over seeds 0-4; beta 0.97-1.0); a wrong or
+        # lost gradient scores near 0.
         cosine = F.cosine_similarity(grad.flatten(), grads[name].flatten(), dim=0)
-        assert cosine > 0.9, (name, cosine)
+        assert cosine > (0.7 if name == "alpha" else 0.9), (name, cosine)
+
+
+def test_arch_gradients_with_frozen_weights_equal_the_full_backward():
+    # The architecture step differentiates alpha and beta only; freezing the weights lets the
+    # fused mixed ops skip the weight gradients, and must not change alpha's and beta's.
+    torch.manual_seed(0)
+    net = _tiny(3, 3, 3, 3)
+    x = torch.randn(2, 3, 32, 32)
+    target = torch.randint(0, 3, (2, 32, 32))
+    arch = list(net.arch_parameters())
+    net.train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    full = torch.autograd.grad(F.cross_entropy(net(x), target), arch)
+    net.load_state_dict(state)  # the same BatchNorm statistics for the second pass
+    with gradients_only_for(net, arch):
+        assert not any(p.requires_grad for p in net.weight_parameters())
+        frozen = torch.autograd.grad(F.cross_entropy(net(x), target), arch)
+    assert all(p.requires_grad for p in net.parameters())  # restored
+    for a, b in zip(frozen, full, strict=True):
+        torch.testing.assert_close(a, b)
