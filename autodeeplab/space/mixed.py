@@ -99,13 +99,20 @@ def _tap_matrices(
 # forward would: at the supernet's small maps a step is bound by that per-op overhead.
 
 
+def _depthwise_matrix(weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(G, out pixel, in pixel)``: the matrix of the depthwise conv with ``(G, 1, kh, kw)`` on
+    an ``h`` x ``w`` map."""
+    g, _, kh, kw = weight.shape
+    taps = _tap_matrices(h, w, kh, kw, weight.dtype, weight.device)
+    return (weight.view(g, kh * kw) @ taps).view(g, h * w, h * w)
+
+
 def _depthwise_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Depthwise conv of ``(N, G, H, W)`` with ``(G, 1, kh, kw)`` (odd sizes, 'same' padding)."""
     n, g, h, w = x.shape
     kh, kw = weight.shape[-2:]
     if h * w <= MATRIX_DEPTHWISE_MAX_PIXELS:
-        taps = _tap_matrices(h, w, kh, kw, x.dtype, x.device)
-        matrix = (weight.view(g, kh * kw) @ taps).view(g, h * w, h * w)
+        matrix = _depthwise_matrix(weight, h, w)
         y = torch.bmm(matrix, x.view(n, g, h * w).permute(1, 2, 0))  # (G, out pixel, N)
         return y.permute(2, 0, 1).reshape(n, g, h, w)
     return F.conv2d(x, weight, padding=(kh // 2, kw // 2), groups=g)
@@ -118,22 +125,21 @@ def _depthwise_backward(
 
     The weight gradient of a depthwise conv is, per channel and image, the correlation of the
     input with the output gradient: one depthwise conv of ``(1, G*N, H, W)`` whose ``G*N``
-    kernels are the ``H`` x ``W`` output gradients, summed over images. On a CPU that is 4-6x
-    faster than ``convolution_backward``'s weight gradient at the supernet's shapes (in its
-    faster, channels_last layout; 6-17x in NCHW) (where it was
-    the largest single cost of a search step). The input gradient is the conv with the flipped
-    kernel.
+    kernels are the ``H`` x ``W`` output gradients, summed over images. At the supernet's
+    shapes that is 4-6x faster on a CPU than ``convolution_backward``'s weight gradient in
+    channels_last (6-17x in NCHW), which was the largest single cost of a search step. The
+    input gradient is the conv with the flipped kernel.
     """
     n, g, h, w = x.shape
     kh, kw = weight.shape[-2:]
     if h * w <= MATRIX_DEPTHWISE_MAX_PIXELS:
-        taps = _tap_matrices(h, w, kh, kw, x.dtype, x.device)
-        matrix = (weight.view(g, kh * kw) @ taps).view(g, h * w, h * w)
+        matrix = _depthwise_matrix(weight, h, w)
         grad_y = grad.reshape(n, g, h * w).permute(1, 2, 0)  # (G, out pixel, N)
         grad_weight = None
         if weight_grad:
             xs = x.view(n, g, h * w).permute(1, 0, 2)  # (G, N, in pixel)
             grad_matrix = torch.bmm(grad_y, xs).view(g, h * w * h * w)
+            taps = _tap_matrices(h, w, kh, kw, x.dtype, x.device)
             grad_weight = (grad_matrix @ taps.t()).view(g, 1, kh, kw)
         grad_x = torch.bmm(matrix.transpose(1, 2), grad_y).permute(2, 0, 1).reshape(n, g, h, w)
         return grad_x, grad_weight
@@ -283,6 +289,13 @@ class InputEdges(nn.Module):
         return {}
 
 
+def _repeat_paths(weight: torch.Tensor, paths: int, keep: int) -> torch.Tensor:
+    """``(2, E, *rest)`` -> one copy of each edge's weights per path, in (kernel, path, edge)
+    order, flattened up to the last ``keep`` dims: ``(2 * paths * E * ..., *rest[-keep:])``."""
+    expanded = weight.unsqueeze(1).expand(2, paths, *weight.shape[1:])
+    return expanded.reshape(-1, *weight.shape[-keep:])
+
+
 def _pointwise_forward(
     y: torch.Tensor, weight: torch.Tensor, paths: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +309,7 @@ def _pointwise_forward(
     if c <= h * w:
         # (2*P*E, C, C) @ (N, 2*P*E, C, H*W), the weights repeated per path.
         ys = y.view(n, 2 * paths * e, c, h * w)
-        repeated = weight.view(2, 1, e, c, c).expand(2, paths, e, c, c).reshape(-1, c, c)
+        repeated = _repeat_paths(weight.view(2, e, c, c), paths, 2)
         return torch.matmul(repeated, ys).view(n, g, h, w), ys
     # Small maps: the weights outweigh the activations, so move the activations instead.
     ys = y.view(n, 2, paths, e, c, h * w).permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
@@ -317,7 +330,7 @@ def _pointwise_backward(
         if weight_grad:
             per_path = torch.matmul(grad_y, ys.transpose(-1, -2)).sum(0)
             grad_weight = per_path.view(2, paths, e, c, c).sum(1).view(2 * e, c, c)
-        repeated = weight.view(2, 1, e, c, c).expand(2, paths, e, c, c).reshape(-1, c, c)
+        repeated = _repeat_paths(weight.view(2, e, c, c), paths, 2)
         return torch.matmul(repeated.transpose(-1, -2), grad_y).view(n, g, h, w), grad_weight
     grad_y = grad.reshape(n, 2, paths, e, c, h * w).permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
     if weight_grad:
@@ -369,8 +382,7 @@ def _mixed_forward_in(
     for unit in range(2):
         if unit:
             y = saved["relu"] = F.relu(y)
-        kernels = depthwise[unit].unsqueeze(1).expand(2, p, e, c, 1, kh, kw)
-        d = _depthwise_forward(y, kernels.reshape(-1, 1, kh, kw))
+        d = _depthwise_forward(y, _repeat_paths(depthwise[unit], p, 3))
         q, saved[f"pointwise_in{unit}"] = _pointwise_forward(d, pointwise[unit], p)
         y, saved[f"mean{unit}"], saved[f"invstd{unit}"] = _batch_norm_forward(
             module.sep_bn[unit], q
@@ -498,9 +510,8 @@ def _mixed_backward(
         else:
             y = r.unsqueeze(1).unsqueeze(3).expand(n, 2, p, e, c, h, w)
             y = y.reshape(n, 2 * p * e * c, h, w)
-        kernels = depthwise[unit].unsqueeze(1).expand(2, p, e, c, 1, kh, kw)
         grad_y, grad_dw = _depthwise_backward(
-            grad_d, y, kernels.reshape(-1, 1, kh, kw), params_grad
+            grad_d, y, _repeat_paths(depthwise[unit], p, 3), params_grad
         )
         if unit:
             grad_y = torch.ops.aten.threshold_backward(grad_y, y, 0)
