@@ -8,6 +8,7 @@ figures compare across noisy machines as ratios.
 
     python experiments/bench_supernet.py --crop 64 --reference
     python experiments/bench_supernet.py --crop 128 --checkpoint
+    python experiments/bench_supernet.py --crop 64 --partial-channels 4
     python experiments/bench_supernet.py --device cuda --crop 321 --precision bf16
 
 It also projects the time of a whole search from the step times: by default the paper's
@@ -106,6 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--checkpoint", action="store_true", help="activation checkpointing per node"
     )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument(
+        "--partial-channels",
+        type=int,
+        default=1,
+        help="K of PC-DARTS partial channel connections (changes the algorithm; 1: exact eq. 6)",
+    )
     parser.add_argument("--project-images", type=int, default=2975, help="training images")
     parser.add_argument("--project-epochs", type=int, default=40)
     parser.add_argument("--project-arch-start", type=int, default=20)
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         levels=args.levels,
         filter_multiplier=args.filter_multiplier,
         blocks=args.blocks,
+        partial_channels=args.partial_channels,
     ).to(device)
     net.train()
     net.checkpoint_nodes = args.checkpoint

@@ -3,6 +3,13 @@
 One cell (one weight set) serves every incoming path of its node: the paths' ``prev`` inputs are
 stacked on channels and run together; ``prev_prev`` is the same for every path, so its edges are
 computed once and broadcast.
+
+With ``partial_channels = K > 1`` the cell makes partial channel connections [PC-DARTS §3.2]:
+each edge runs its mixed op on the first ``C / K`` channels of its input only, passes the other
+channels through unweighted, and shuffles the result with :func:`channel_shuffle` (``K`` groups).
+That changes the algorithm (a different supernet, not an approximation of eq. 6); it cuts the
+mixed ops' work about ``K``-fold and their dense weights ``K**2``-fold. PC-DARTS's edge
+normalisation is not part of it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,14 @@ from torch import nn
 
 from autodeeplab.space.edges import cell_inputs, consumers
 from autodeeplab.space.mixed import InputEdges
+
+
+def channel_shuffle(x: torch.Tensor, groups: int, dim: int = 1) -> torch.Tensor:
+    """Channel ``g * (C / groups) + j`` of ``x`` (along ``dim``) moves to ``j * groups + g``
+    [PC-DARTS; ShuffleNet]."""
+    c = x.shape[dim]
+    split = x.unflatten(dim, (groups, c // groups))
+    return split.transpose(dim, dim + 1).flatten(dim, dim + 1)
 
 
 class SearchCell(nn.Module):
@@ -24,10 +39,25 @@ class SearchCell(nn.Module):
     Returns the block outputs per path, ``(N, P, B, C, H, W)``.
     """
 
-    def __init__(self, channels: int, blocks: int, paths: int, has_prev_prev: bool):
+    def __init__(
+        self,
+        channels: int,
+        blocks: int,
+        paths: int,
+        has_prev_prev: bool,
+        partial_channels: int = 1,
+    ):
         super().__init__()
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(
+                f"partial_channels={partial_channels}: expected a positive divisor of the "
+                f"cell's {channels} channels"
+            )
         self.channels, self.blocks, self.paths = channels, blocks, paths
         self.has_prev_prev = has_prev_prev
+        self.partial_channels = partial_channels
+        #: Channels of each input that go through the mixed ops (all of them when K = 1).
+        self.mixed_channels = channels // partial_channels
         self.readers = nn.ModuleDict()
         self._targets: dict[str, list[int]] = {}
         for name in cell_inputs(blocks):
@@ -35,7 +65,7 @@ class SearchCell(nn.Module):
                 continue
             edges = consumers(name, blocks)
             self.readers[name] = InputEdges(
-                channels, len(edges), 1 if name == "prev_prev" else paths
+                self.mixed_channels, len(edges), 1 if name == "prev_prev" else paths
             )
             self._targets[name] = [block for block, _ in edges]
             self.register_buffer(
@@ -50,14 +80,26 @@ class SearchCell(nn.Module):
                 f"this cell {'needs' if self.has_prev_prev else 'has no'} a prev_prev input"
             )
         n, _, h, w = prev.shape
+        c, m = self.channels, self.mixed_channels
+        # Per block, the sum of its incoming edges: the mixed ops' outputs and, with partial
+        # channels, the passed-through channels (the same for every edge reading an input).
         pending: list[torch.Tensor | None] = [None] * self.blocks
+        bypass: list[torch.Tensor | None] = [None] * self.blocks
+
+        def add(terms: list[torch.Tensor | None], block: int, term: torch.Tensor) -> None:
+            current = terms[block - 1]
+            terms[block - 1] = term if current is None else current + term
 
         def read(name: str, x: torch.Tensor) -> None:
+            if m < c:
+                split = x.view(n, -1, c, h, w)
+                rest = split[:, :, m:]
+                x = split[:, :, :m].reshape(n, -1, h, w)
             out = self.readers[name](x, alpha_weights[getattr(self, f"rows_{name}")])
             for k, block in enumerate(self._targets[name]):
-                term = out[:, :, k]
-                current = pending[block - 1]
-                pending[block - 1] = term if current is None else current + term
+                add(pending, block, out[:, :, k])
+                if m < c:
+                    add(bypass, block, rest)
 
         read("prev", prev)
         if prev_prev is not None:
@@ -65,7 +107,9 @@ class SearchCell(nn.Module):
         outputs = []
         for block in range(1, self.blocks + 1):
             state = pending[block - 1]  # (N, P, C, H, W): eq. 1, the sum over incoming edges
+            if m < c:
+                state = channel_shuffle(torch.cat([state, bypass[block - 1]], 2), c // m, 2)
             outputs.append(state)
             if block < self.blocks:
-                read(f"block{block}", state.reshape(n, self.paths * self.channels, h, w))
+                read(f"block{block}", state.reshape(n, self.paths * c, h, w))
         return torch.stack(outputs, dim=2)

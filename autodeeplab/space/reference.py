@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from autodeeplab.ops import OPS, PRIMITIVES, half_size, resize
-from autodeeplab.space.cell import SearchCell
+from autodeeplab.space.cell import SearchCell, channel_shuffle
 from autodeeplab.space.edges import block_inputs, consumers, edge_row
 from autodeeplab.space.supernet import Supernet
 
@@ -25,8 +25,12 @@ def reference_cell(
     alpha_weights: torch.Tensor,
     templates: dict[str, nn.Module],
 ) -> torch.Tensor:
-    """One path through ``cell``: block by block, edge by edge, op by op -> ``(N, B*C, H, W)``."""
+    """One path through ``cell``: block by block, edge by edge, op by op -> ``(N, B*C, H, W)``.
+
+    With partial channels (K > 1) each edge runs its ops on its input's first ``C / K`` channels,
+    appends the others and shuffles, as PC-DARTS's mixed op does."""
     states = {"prev": prev, "prev_prev": prev_prev}
+    m, groups = cell.mixed_channels, cell.partial_channels
     outputs = []
     for block in range(1, cell.blocks + 1):
         total = 0
@@ -36,13 +40,16 @@ def reference_cell(
             reader = cell.readers[name]
             slot = [b for b, _ in consumers(name, cell.blocks)].index(block)
             row = edge_row(block, name)
+            x = states[name]
+            edge = 0
             for k, op in enumerate(PRIMITIVES):
                 if op == "none":
                     continue
-                out = functional_call(
-                    templates[op], reader.op_parameters(slot, op), (states[name],)
-                )
-                total = total + alpha_weights[row, k] * out
+                out = functional_call(templates[op], reader.op_parameters(slot, op), (x[:, :m],))
+                edge = edge + alpha_weights[row, k] * out
+            if groups > 1:
+                edge = channel_shuffle(torch.cat([edge, x[:, m:]], dim=1), groups)
+            total = total + edge
         states[f"block{block}"] = total
         outputs.append(total)
     return torch.cat(outputs, dim=1)
@@ -64,7 +71,7 @@ def reference_forward(
     templates_by_width = {}
     states = {(0, 0): stem}
     for (l, s), node in zip(net.lattice.nodes, net.nodes):
-        width = node.cell.channels
+        width = node.cell.mixed_channels
         templates = templates_by_width.setdefault(
             width, {op: OPS[op](width, 1, False) for op in PRIMITIVES}
         )

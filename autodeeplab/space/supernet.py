@@ -36,6 +36,7 @@ class SearchNode(nn.Module):
         filter_multiplier: int,
         blocks: int,
         stem_channels: int,
+        partial_channels: int = 1,
     ):
         super().__init__()
         self.layer, self.level = layer, level
@@ -57,7 +58,9 @@ class SearchNode(nn.Module):
             if has_prev_prev
             else None
         )
-        self.cell = SearchCell(channels, blocks, len(self.incoming), has_prev_prev)
+        self.cell = SearchCell(
+            channels, blocks, len(self.incoming), has_prev_prev, partial_channels
+        )
         # Where this node's weights sit in normalised beta: beta[layer - 1, source, direction].
         self.register_buffer(
             "beta_index",
@@ -115,14 +118,26 @@ class Supernet(nn.Module):
         stem_channels: tuple[int, int, int] = (64, 64, 128),
         aspp_channels: int = 64,
         arch_init_std: float = 1e-3,
+        partial_channels: int = 1,
     ):
         super().__init__()
         self.num_classes = num_classes
+        #: K of PC-DARTS partial channel connections (1: the exact eq. 6 supernet); see
+        #: :mod:`autodeeplab.space.cell`.
+        self.partial_channels = partial_channels
         self.lattice = Lattice(layers, levels)
         self.filter_multiplier, self.blocks = filter_multiplier, blocks
         self.stem = Stem(tuple(stem_channels))
         self.nodes = nn.ModuleList(
-            SearchNode(self.lattice, l, s, filter_multiplier, blocks, self.stem.out_channels)
+            SearchNode(
+                self.lattice,
+                l,
+                s,
+                filter_multiplier,
+                blocks,
+                self.stem.out_channels,
+                partial_channels,
+            )
             for l, s in self.lattice.nodes
         )
         self.head_levels = self.lattice.levels_at(layers)
@@ -211,8 +226,12 @@ def build_supernet(
     levels: int = 4,
     stem_channels: tuple[int, int, int] = (64, 64, 128),
     aspp_channels: int = 64,
+    partial_channels: int = 1,
 ) -> Supernet:
-    """The Auto-DeepLab search space (defaults: the paper's 12 layers x 4 levels, F = 8, B = 5)."""
+    """The Auto-DeepLab search space (defaults: the paper's 12 layers x 4 levels, F = 8, B = 5).
+
+    ``partial_channels`` > 1 switches to PC-DARTS partial channel connections, a different
+    (cheaper) search algorithm; see :mod:`autodeeplab.space.cell`."""
     return Supernet(
         num_classes,
         layers,
@@ -221,4 +240,5 @@ def build_supernet(
         blocks,
         tuple(stem_channels),
         aspp_channels,
+        partial_channels=partial_channels,
     )

@@ -199,3 +199,13 @@ def test_bf16_search_runs_and_keeps_alpha_beta_float32(tmp_path):
     assert history["alpha"].dtype == history["beta"].dtype == np.float32
     assert np.isfinite(history["alpha"]).all() and np.isfinite(history["beta"]).all()
     Genotype.from_json(run_dir / "genotype.json")
+
+
+def test_partial_channel_search_runs_and_stores_the_smaller_supernet(tmp_path):
+    run_dir = tmp_path / "run"
+    _run(run_dir, "space.partial_channels=2", "search.epochs=2")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    # Node (1, 0) of the tiny space has F = 4 channels; its mixed ops see 4 / 2 of them.
+    weight = state["model"]["nodes.0.cell.readers.prev.atrous3"]
+    assert weight.shape == (3, 2, 2, 3, 3)  # (edges from prev: one per block, C/K, C/K, 3, 3)
+    Genotype.from_json(run_dir / "genotype.json")

@@ -7,15 +7,16 @@ from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.space.reference import reference_forward
 
 
-def _tiny(num_classes, layers, levels, blocks):
+def _tiny(num_classes, layers, levels, blocks, filter_multiplier=2, partial_channels=1):
     return build_supernet(
         num_classes=num_classes,
         layers=layers,
         levels=levels,
-        filter_multiplier=2,
+        filter_multiplier=filter_multiplier,
         blocks=blocks,
         stem_channels=(4, 4, 8),
         aspp_channels=4,
+        partial_channels=partial_channels,
     )
 
 
@@ -31,9 +32,15 @@ def _grads(net, x, forward):
     return out.detach(), grads, x.grad
 
 
-@pytest.mark.parametrize("layers,levels,blocks,size", [(3, 3, 3, 32), (2, 2, 5, 17), (4, 4, 2, 40)])
-def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(layers, levels, blocks, size):
-    net = _tiny(3, layers, levels, blocks)
+@pytest.mark.parametrize(
+    "layers,levels,blocks,size,partial",
+    [(3, 3, 3, 32, 1), (2, 2, 5, 17, 1), (4, 4, 2, 40, 1), (3, 3, 3, 32, 2), (2, 3, 5, 19, 4)],
+)
+def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(
+    layers, levels, blocks, size, partial
+):
+    # partial > 1: PC-DARTS partial channels, against the plain per-edge slice-cat-shuffle.
+    net = _tiny(3, layers, levels, blocks, 2 * partial, partial)
     with torch.no_grad():  # make alpha and beta far from uniform so mixing errors show
         net.alpha.normal_(0, 1)
         net.beta.normal_(0, 1)
@@ -167,3 +174,17 @@ def test_arch_gradients_with_frozen_weights_equal_the_full_backward():
     assert all(p.requires_grad for p in net.parameters())  # restored
     for a, b in zip(frozen, full, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_partial_channels_shrink_the_mixed_ops_and_reject_non_divisors():
+    full, partial = _tiny(3, 2, 3, 3, 4, 1), _tiny(3, 2, 3, 3, 4, 4)
+    for a, b in zip(full.nodes, partial.nodes, strict=True):
+        assert b.cell.mixed_channels * 4 == a.cell.mixed_channels == a.cell.channels
+        for name, reader in a.cell.readers.items():
+            small = b.cell.readers[name]
+            assert small.atrous5.numel() * 16 == reader.atrous5.numel()
+            assert small.sep3_depthwise.numel() * 4 == reader.sep3_depthwise.numel()
+    x = torch.randn(1, 3, 24, 24)
+    assert partial(x).shape == full(x).shape == (1, 3, 24, 24)
+    with pytest.raises(ValueError, match="partial_channels=3: expected a positive divisor"):
+        _tiny(3, 2, 3, 3, 4, 3)
