@@ -161,6 +161,12 @@ DENSE_GRAD_AS_CONV_MIN_TAPS = 25
 DENSE_GRAD_AS_CONV_MIN_PIXELS = 256
 
 
+#: Both atrous convs run as one call (the 3x3 zero-padded to the 5x5's window) while that adds
+#: at most this many forward FLOPs: on a CPU a conv call (forward and backward) has a fixed cost
+#: of a few hundred microseconds, which outweighs that much arithmetic on small maps.
+ATROUS_MERGE_MAX_EXTRA_FLOPS = 4e6
+
+
 def _atrous_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Dense conv, dilation 2, 'same' padding, of ``(B, C, H, W)`` with ``(O, C, kh, kw)``; a
     1x1 kernel runs as a matmul (mkldnn is 5-10x slower on the tiny maps where that happens)."""
@@ -393,11 +399,14 @@ def _mixed_forward_in(
     # Dense atrous convs: paths go on the batch axis, so the big (E*C, C, k, k) weights are
     # used as they are (repeating them per path would dominate the step's memory); BN still
     # sees (kernel, path, edge, channel) on the channel axis. Only the live taps run: on maps of
-    # at most 4 pixels a side both kernels shrink to the same size and run as one call.
+    # at most 4 pixels a side both kernels shrink to the same size and run as one call, as they
+    # do wherever zero-padding the 3x3 to the 5x5's window costs little arithmetic.
     xb = saved["paths_on_batch"] = r.view(n, p, c, h, w).transpose(0, 1).reshape(p * n, c, h, w)
-    w3 = _fit(atrous3, *_live_size(3, 2, h, w)).flatten(0, 1)
-    w5 = _fit(atrous5, *_live_size(5, 2, h, w)).flatten(0, 1)
-    merged = w3.shape == w5.shape
+    live3, live5 = _live_size(3, 2, h, w), _live_size(5, 2, h, w)
+    extra_taps = live5[0] * live5[1] - live3[0] * live3[1]
+    merged = 2 * p * n * h * w * e * c * c * extra_taps <= ATROUS_MERGE_MAX_EXTRA_FLOPS
+    w3 = _fit(atrous3, *(live5 if merged else live3)).flatten(0, 1)
+    w5 = _fit(atrous5, *live5).flatten(0, 1)
     if merged:
         saved["atrous"] = torch.cat([w3, w5])
         a = _atrous_forward(xb, saved["atrous"])

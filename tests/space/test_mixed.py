@@ -5,6 +5,7 @@ import torch
 from torch.func import functional_call
 
 from autodeeplab.ops import OPS, PRIMITIVES
+from autodeeplab.space import mixed
 from autodeeplab.space.mixed import InputEdges, live_taps
 
 
@@ -57,11 +58,15 @@ def _plain(
     return torch.stack(paths, dim=1)
 
 
+@pytest.mark.parametrize("merge_atrous", [True, False])
 @pytest.mark.parametrize(
     "h,w", [(1, 1), (2, 2), (1, 3), (2, 5), (4, 4), (3, 6), (5, 5), (9, 7), (16, 16)]
 )
-def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w):
-    # Small maps are where kernel taps that only read padding are dropped.
+def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w, merge_atrous, monkeypatch):
+    # Small maps are where kernel taps that only read padding are dropped. Both atrous convs
+    # run as one call (3x3 padded to the 5x5's window) or, where their windows differ, as two.
+    limit = float("inf") if merge_atrous else 0.0
+    monkeypatch.setattr(mixed, "ATROUS_MERGE_MAX_EXTRA_FLOPS", limit)
     torch.manual_seed(0)
     module = InputEdges(channels=4, edges=3, paths=2)
     x = torch.randn(2, 8, h, w, requires_grad=True)
