@@ -28,9 +28,10 @@ class SpaceConfig:
     # K of PC-DARTS partial channel connections: each edge's mixed op sees only the first C / K
     # channels of its input, the rest pass through, then a channel shuffle. 1 (default) is the
     # exact Auto-DeepLab supernet (eq. 6). K > 1 CHANGES THE ALGORITHM: a cheaper supernet
-    # (about K-fold less mixed-op work, K**2-fold fewer dense atrous weights) whose alpha and
-    # beta are learnt on partial channels; decoding and retraining are unchanged. K must divide
-    # F (the level-0 cell width). PC-DARTS's edge normalisation is not included.
+    # (K-fold smaller mixed-op activations, K**2-fold fewer pointwise and atrous FLOPs and
+    # weights) whose alpha and beta are learnt on partial channels; decoding and retraining are
+    # unchanged. K must divide F (the level-0 cell width). PC-DARTS's edge normalisation is not
+    # included.
     partial_channels: int = 1
 
 

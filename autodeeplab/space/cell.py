@@ -8,8 +8,8 @@ With ``partial_channels = K > 1`` the cell makes partial channel connections [PC
 each edge runs its mixed op on the first ``C / K`` channels of its input only, passes the other
 channels through unweighted, and shuffles the result with :func:`channel_shuffle` (``K`` groups).
 That changes the algorithm (a different supernet, not an approximation of eq. 6); it cuts the
-mixed ops' work about ``K``-fold and their dense weights ``K**2``-fold. PC-DARTS's edge
-normalisation is not part of it.
+mixed ops' activations ``K``-fold and their pointwise and dense atrous convs (FLOPs and weights)
+``K**2``-fold. PC-DARTS's edge normalisation is not part of it.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ class SearchCell(nn.Module):
                 if m < c:
                     add(bypass, block, rest)
 
+        # ``prev`` first: every block reads it, so each block's sums hold all P paths before the
+        # single-path ``prev_prev`` terms broadcast onto them.
         read("prev", prev)
         if prev_prev is not None:
             read("prev_prev", prev_prev)

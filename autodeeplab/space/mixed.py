@@ -11,8 +11,10 @@ go through one grouped convolution per op stage:
   path and edge would;
 * ``sep_conv_3x3`` and ``sep_conv_5x5`` run as one depthwise 5x5 (the 3x3 kernel zero-padded);
 * kernel taps that can only read zero padding (on maps smaller than the kernel's reach, common
-  at the coarse levels: on a 2x2 map a dilated 5x5 reads only its centre) are dropped, so both
-  atrous convs run as one call there, a matmul at 2x2;
+  at the coarse levels: on a 2x2 map a dilated 5x5 reads only its centre) are dropped;
+* both atrous convs run as one call where their live windows agree (a matmul at 2x2) and
+  wherever zero-padding the 3x3 to the 5x5's window adds little arithmetic
+  (:func:`merge_atrous`), since a conv call's fixed cost dominates on small maps;
 * pools and ``skip_connect`` have no weights, so they are computed once per input and shared by
   all edges; ``none`` is never computed, only its softmax mass counts;
 * the backward pass is written by hand (``_MixedOps``): a fraction of the tensor ops that
@@ -162,9 +164,19 @@ DENSE_GRAD_AS_CONV_MIN_PIXELS = 256
 
 
 #: Both atrous convs run as one call (the 3x3 zero-padded to the 5x5's window) while that adds
-#: at most this many forward FLOPs: on a CPU a conv call (forward and backward) has a fixed cost
-#: of a few hundred microseconds, which outweighs that much arithmetic on small maps.
-ATROUS_MERGE_MAX_EXTRA_FLOPS = 4e6
+#: at most this many FLOPs to a training step (forward, input and weight gradients): on a CPU a
+#: conv call's forward and backward have a fixed cost of a few hundred microseconds, which
+#: outweighs that much arithmetic on small maps.
+ATROUS_MERGE_MAX_EXTRA_FLOPS = 12e6
+
+
+def merge_atrous(paths: int, n: int, h: int, w: int, edges: int, channels: int) -> bool:
+    """Whether :class:`InputEdges` runs both atrous convs as one call on an ``h`` x ``w`` map:
+    where both live windows (:func:`live_taps`) agree, or where padding the 3x3 to the 5x5's
+    window adds at most :data:`ATROUS_MERGE_MAX_EXTRA_FLOPS` (3x the forward's extra FLOPs)."""
+    (h3, w3), (h5, w5) = _live_size(3, 2, h, w), _live_size(5, 2, h, w)
+    extra_macs = paths * n * h * w * edges * channels * channels * (h5 * w5 - h3 * w3)
+    return 3 * 2 * extra_macs <= ATROUS_MERGE_MAX_EXTRA_FLOPS
 
 
 def _atrous_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -402,10 +414,9 @@ def _mixed_forward_in(
     # at most 4 pixels a side both kernels shrink to the same size and run as one call, as they
     # do wherever zero-padding the 3x3 to the 5x5's window costs little arithmetic.
     xb = saved["paths_on_batch"] = r.view(n, p, c, h, w).transpose(0, 1).reshape(p * n, c, h, w)
-    live3, live5 = _live_size(3, 2, h, w), _live_size(5, 2, h, w)
-    extra_taps = live5[0] * live5[1] - live3[0] * live3[1]
-    merged = 2 * p * n * h * w * e * c * c * extra_taps <= ATROUS_MERGE_MAX_EXTRA_FLOPS
-    w3 = _fit(atrous3, *(live5 if merged else live3)).flatten(0, 1)
+    live5 = _live_size(5, 2, h, w)
+    merged = merge_atrous(p, n, h, w, e, c)
+    w3 = _fit(atrous3, *(live5 if merged else _live_size(3, 2, h, w))).flatten(0, 1)
     w5 = _fit(atrous5, *live5).flatten(0, 1)
     if merged:
         saved["atrous"] = torch.cat([w3, w5])

@@ -30,7 +30,8 @@ def reference_cell(
     With partial channels (K > 1) each edge runs its ops on its input's first ``C / K`` channels,
     appends the others and shuffles, as PC-DARTS's mixed op does."""
     states = {"prev": prev, "prev_prev": prev_prev}
-    m, groups = cell.mixed_channels, cell.partial_channels
+    groups = cell.partial_channels
+    m = cell.channels // groups
     outputs = []
     for block in range(1, cell.blocks + 1):
         total = 0

@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 from autodeeplab.ops import OPS, PRIMITIVES
 from autodeeplab.space import mixed
-from autodeeplab.space.mixed import InputEdges, live_taps
+from autodeeplab.space.mixed import InputEdges, live_taps, merge_atrous
 
 
 def _bn_buffers(module: InputEdges, path: int, edge: int, op: str) -> dict[str, torch.Tensor]:
@@ -144,3 +144,13 @@ def test_live_taps_are_the_taps_that_can_read_the_map(kernel, dilation, size, ex
         if any(0 <= o + (i - kernel // 2) * dilation < size for o in range(size))
     ]
     assert (live[0], live[-1] + 1) == expected
+
+
+def test_atrous_convs_merge_where_windows_agree_or_padding_is_cheap():
+    # Windows agree (2x2: both centre taps; 4x4: both 3x3) whatever the channels.
+    assert merge_atrous(3, 2, 2, 2, 5, 64) and merge_atrous(3, 2, 4, 4, 5, 64)
+    # 16x16, 5x5 vs 3x3 live taps: 16 extra taps per (path, image, pixel, out, in channel);
+    # x 6 for a step: 2 * 2 * 256 * 5 * 2 * 2 * 16 * 6 = 2.0 MFLOP merges, the 8-channel
+    # version (31 MFLOP) does not.
+    assert merge_atrous(2, 2, 16, 16, 5, 2)
+    assert not merge_atrous(2, 2, 16, 16, 5, 8)
