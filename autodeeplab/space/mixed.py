@@ -410,9 +410,8 @@ def _mixed_forward_in(
 
     # Dense atrous convs: paths go on the batch axis, so the big (E*C, C, k, k) weights are
     # used as they are (repeating them per path would dominate the step's memory); BN still
-    # sees (kernel, path, edge, channel) on the channel axis. Only the live taps run: on maps of
-    # at most 4 pixels a side both kernels shrink to the same size and run as one call, as they
-    # do wherever zero-padding the 3x3 to the 5x5's window costs little arithmetic.
+    # sees (kernel, path, edge, channel) on the channel axis. Only the live taps run, in one
+    # call for both kernels where :func:`merge_atrous` says so.
     xb = saved["paths_on_batch"] = r.view(n, p, c, h, w).transpose(0, 1).reshape(p * n, c, h, w)
     live5 = _live_size(5, 2, h, w)
     merged = merge_atrous(p, n, h, w, e, c)
