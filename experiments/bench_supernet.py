@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         F.cross_entropy(net(images), target).backward()
 
     def arch_step() -> None:
+        # As in the search: the weight step frees its gradients after the optimiser step.
+        net.zero_grad(set_to_none=True)
         with gradients_only_for(net, arch):
             torch.autograd.grad(F.cross_entropy(net(images), target), arch)
 

@@ -64,6 +64,9 @@ def weight_step(
     if grad_clip is not None:
         nn.utils.clip_grad_norm_(params, grad_clip)  # the norm of the averaged gradient
     optimizer.step()
+    # Free the weight gradients now: the architecture step that follows would otherwise
+    # carry them (as large as the weights) on top of its own activations.
+    optimizer.zero_grad(set_to_none=True)
     return loss.item()
 
 

@@ -19,7 +19,11 @@ go through one grouped convolution per op stage:
   all edges; ``none`` is never computed, only its softmax mass counts;
 * the backward pass is written by hand (``_MixedOps``): a fraction of the tensor ops that
   recording the forward would issue, a depthwise weight gradient 4-6x faster than the
-  library's, and no weight gradients at all in the architecture step (weights frozen).
+  library's, and no weight gradients at all in the architecture step (weights frozen);
+* the backward keeps five activation-sized tensors per call (the pointwise convs' inputs and
+  the BatchNorm outputs, from which :func:`_batch_norm_backward` works) and rebuilds the
+  rest (fitted weights, pools, ``relu(x)``): at 128x128 a step's activations take 0.66 GiB
+  instead of the 1.15 GiB that keeping every intermediate took.
 
 ``tests/space`` checks outputs, gradients and BatchNorm statistics against the op modules of
 ``autodeeplab.ops``.
@@ -121,9 +125,10 @@ def _depthwise_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _depthwise_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, weight_grad: bool = True
+    grad: torch.Tensor, x: torch.Tensor | None, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gradients of :func:`_depthwise_forward` for its input and (if ``weight_grad``) weight.
+    """Gradients of :func:`_depthwise_forward` for its input and, given its input ``x`` (only
+    the weight gradient needs it), its weight.
 
     The weight gradient of a depthwise conv is, per channel and image, the correlation of the
     input with the output gradient: one depthwise conv of ``(1, G*N, H, W)`` whose ``G*N``
@@ -132,13 +137,13 @@ def _depthwise_backward(
     channels_last (6-17x in NCHW), which was the largest single cost of a search step. The
     input gradient is the conv with the flipped kernel.
     """
-    n, g, h, w = x.shape
+    n, g, h, w = grad.shape
     kh, kw = weight.shape[-2:]
     if h * w <= MATRIX_DEPTHWISE_MAX_PIXELS:
         matrix = _depthwise_matrix(weight, h, w)
         grad_y = grad.reshape(n, g, h * w).permute(1, 2, 0)  # (G, out pixel, N)
         grad_weight = None
-        if weight_grad:
+        if x is not None:
             xs = x.view(n, g, h * w).permute(1, 0, 2)  # (G, N, in pixel)
             grad_matrix = torch.bmm(grad_y, xs).view(g, h * w * h * w)
             taps = _tap_matrices(h, w, kh, kw, x.dtype, x.device)
@@ -148,7 +153,7 @@ def _depthwise_backward(
     padding = (kh // 2, kw // 2)
     grad = grad.contiguous()
     grad_x = F.conv2d(grad, weight.flip(-2, -1), padding=padding, groups=g)
-    if not weight_grad:
+    if x is None:
         return grad_x, None
     images = x.transpose(0, 1).reshape(1, g * n, h, w)
     kernels = grad.transpose(0, 1).reshape(g * n, 1, h, w)
@@ -234,15 +239,39 @@ def _batch_norm_backward(
     bn: nn.BatchNorm2d,
     training: bool,
     grad: torch.Tensor,
-    x: torch.Tensor,
-    mean: torch.Tensor,
+    out: torch.Tensor,
     invstd: torch.Tensor,
-) -> torch.Tensor:
-    """Input gradient of :func:`_batch_norm_forward` (run in mode ``training``)."""
-    return torch.ops.aten.native_batch_norm_backward(
-        grad, x, None, bn.running_mean, bn.running_var, mean, invstd, training, bn.eps,
-        [True, False, False],
-    )[0]  # fmt: skip
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of :func:`_batch_norm_forward` (run in mode ``training``) from its output
+    ``out`` (``(x - mean) * invstd`` with the batch's statistics in training mode, the running
+    ones in eval mode), for the output gradient ``grad * scale``: the input gradient and,
+    where ``scale`` (per channel) is given, per channel ``sum(grad * out)`` over the batch and
+    the map (float32).
+
+    Saving the output instead of the input lets the caller drop its own copy of the output,
+    and that channel sum is the op weights' gradient of a mixed op, for free in training mode:
+    it is the gradient of an affine weight, which the library's kernel computes in the same
+    pass.
+    """
+    channels = out.shape[1]
+    if training:
+        # With mean 0 and inverse std 1 the kernel's normalised input is ``out`` itself; the
+        # true inverse std (times ``scale``) goes in as the affine weight.
+        weight = invstd if scale is None else invstd * scale
+        grad_x, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
+            grad, out, weight, None, None,
+            torch.zeros(channels, dtype=invstd.dtype, device=out.device),
+            torch.ones(channels, dtype=invstd.dtype, device=out.device),
+            True, bn.eps, [True, scale is not None, False],
+        )  # fmt: skip
+        return grad_x, None if scale is None else grad_scale.float()
+    # Eval mode: an affine map with the running statistics.
+    weight = (bn.running_var + bn.eps).rsqrt()
+    if scale is None:
+        return grad * weight.to(out.dtype).view(1, channels, 1, 1), None
+    grad_x = grad * (weight * scale).to(out.dtype).view(1, channels, 1, 1)
+    return grad_x, (grad * out).sum((0, 2, 3), dtype=torch.float32)
 
 
 #: ``InputEdges``'s parameters, in the order ``_MixedOps`` takes and returns them.
@@ -365,6 +394,48 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _separable_weights(
+    params: tuple[torch.Tensor, ...], kh: int, kw: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both separable convs' weights (``params`` in ``_PARAMETERS`` order), the depthwise ones
+    fitted to ``kh`` x ``kw`` live taps: ``(unit, kernel, E, C, 1, kh, kw)`` and
+    ``(unit, kernel * E, C, C)``. Rebuilt in the backward rather than saved (a copy)."""
+    sep3_dw, sep3_pw, sep5_dw, sep5_pw = params[:4]
+    _, e, c = sep3_pw.shape[:3]
+    depthwise = torch.stack([_fit(sep3_dw, kh, kw), _fit(sep5_dw, kh, kw)], dim=1)
+    return depthwise, torch.stack([sep3_pw, sep5_pw], dim=1).view(2, 2 * e, c, c)
+
+
+def _atrous_weights(
+    params: tuple[torch.Tensor, ...], h: int, w: int, merged: bool
+) -> list[torch.Tensor]:
+    """The atrous convs' live taps on an ``h`` x ``w`` map, ``(E*C, C, kh, kw)`` each, or both
+    in one weight (the 3x3 padded to the 5x5's window) where ``merged``. Rebuilt in the
+    backward rather than saved (the merged weight is a copy)."""
+    atrous3, atrous5 = params[4:]
+    live5 = _live_size(5, 2, h, w)
+    w3 = _fit(atrous3, *(live5 if merged else _live_size(3, 2, h, w))).flatten(0, 1)
+    w5 = _fit(atrous5, *live5).flatten(0, 1)
+    return [torch.cat([w3, w5])] if merged else [w3, w5]
+
+
+def _pools(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` in channels_last, its 3x3 max pool (contiguous) with the argmax indices
+    (channels_last) and its 3x3 average pool (contiguous). The pools run in channels_last,
+    2-7x faster on a CPU (forward and backward, the layout changes included); the backward
+    recomputes them rather than keep them (and the int64 indices) alive."""
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    max_pool, indices = torch.ops.aten.max_pool2d_with_indices(x_last, [3, 3], [1, 1], [1, 1])
+    avg_pool = F.avg_pool2d(x_last, 3, 1, 1, count_include_pad=False)
+    return x_last, max_pool.contiguous(), indices, avg_pool.contiguous()
+
+
+def _paths_on_batch(r: torch.Tensor, paths: int) -> torch.Tensor:
+    """``(N, P*C, H, W)`` -> ``(P*N, C, H, W)``."""
+    n, _, h, w = r.shape
+    return r.view(n, paths, -1, h, w).transpose(0, 1).reshape(-1, r.shape[1] // paths, h, w)
+
+
 def _mixed_forward(
     module: InputEdges, x: torch.Tensor, weights: torch.Tensor, *params: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
@@ -375,7 +446,13 @@ def _mixed_forward(
     """
     dtype = _compute_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
-        return _mixed_forward_in(module, x.to(dtype), weights, *(t.to(dtype) for t in params))
+        out, saved, info = _mixed_forward_in(
+            module, x.to(dtype), weights, *(t.to(dtype) for t in params)
+        )
+    # The parameters themselves (no copy, in any dtype); the backward converts them again and
+    # rebuilds everything derived from them.
+    saved.update(zip(_PARAMETERS, params, strict=True))
+    return out, saved, info
 
 
 def _mixed_forward_in(
@@ -384,7 +461,6 @@ def _mixed_forward_in(
     """:func:`_mixed_forward` with ``x`` and ``params`` in the dtype to compute in."""
     n, _, h, w = x.shape
     p, e, c = module.paths, module.edges, module.channels
-    sep3_dw, sep3_pw, sep5_dw, sep5_pw, atrous3, atrous5 = params
     dtype = x.dtype
     saved: dict[str, torch.Tensor] = {"x": x, "weights": weights}
     r = F.relu(x)
@@ -393,50 +469,35 @@ def _mixed_forward_in(
     # live taps of the 5x5 for this map.
     kh, kw = _live_size(5, 1, h, w)
     # (unit, kernel, E, C, 1, kh, kw) and (unit, kernel * E, C, C)
-    depthwise = torch.stack([_fit(sep3_dw, kh, kw), _fit(sep5_dw, kh, kw)], dim=1)
-    pointwise = torch.stack([sep3_pw, sep5_pw], dim=1).view(2, 2 * e, c, c)
-    saved["depthwise"], saved["pointwise"] = depthwise, pointwise
+    depthwise, pointwise = _separable_weights(params, kh, kw)
     y = r.view(n, 1, p, 1, c, h, w).expand(n, 2, p, e, c, h, w).reshape(n, 2 * p * e * c, h, w)
     for unit in range(2):
         if unit:
-            y = saved["relu"] = F.relu(y)
+            y = F.relu(y)
         d = _depthwise_forward(y, _repeat_paths(depthwise[unit], p, 3))
         q, saved[f"pointwise_in{unit}"] = _pointwise_forward(d, pointwise[unit], p)
-        y, saved[f"mean{unit}"], saved[f"invstd{unit}"] = _batch_norm_forward(
-            module.sep_bn[unit], q
-        )
-        saved[f"bn_in{unit}"] = q
-    sep = saved["sep"] = y.view(n, 2, p, e, c * h * w)
+        y, _, saved[f"invstd{unit}"] = _batch_norm_forward(module.sep_bn[unit], q)
+        saved[f"bn_out{unit}"] = y  # the backward needs only BN's output (see there)
+    sep = y.view(n, 2, p, e, c * h * w)
 
     # Dense atrous convs: paths go on the batch axis, so the big (E*C, C, k, k) weights are
     # used as they are (repeating them per path would dominate the step's memory); BN still
     # sees (kernel, path, edge, channel) on the channel axis. Only the live taps run, in one
     # call for both kernels where :func:`merge_atrous` says so.
-    xb = saved["paths_on_batch"] = r.view(n, p, c, h, w).transpose(0, 1).reshape(p * n, c, h, w)
-    live5 = _live_size(5, 2, h, w)
+    xb = _paths_on_batch(r, p)
     merged = merge_atrous(p, n, h, w, e, c)
-    w3 = _fit(atrous3, *(live5 if merged else _live_size(3, 2, h, w))).flatten(0, 1)
-    w5 = _fit(atrous5, *live5).flatten(0, 1)
+    atrous_weights = _atrous_weights(params, h, w, merged)
     if merged:
-        saved["atrous"] = torch.cat([w3, w5])
-        a = _atrous_forward(xb, saved["atrous"])
+        a = _atrous_forward(xb, atrous_weights[0])
     else:
-        saved["atrous3"], saved["atrous5"] = w3, w5
-        a = torch.stack([_atrous_forward(xb, w3), _atrous_forward(xb, w5)], dim=1)
+        a = torch.stack([_atrous_forward(xb, weight) for weight in atrous_weights], dim=1)
     qa = a.view(p, n, 2, e * c, h, w).permute(1, 2, 0, 3, 4, 5).reshape(n, 2 * p * e * c, h, w)
-    atrous, saved["mean_atrous"], saved["invstd_atrous"] = _batch_norm_forward(module.atrous_bn, qa)
-    saved["bn_in_atrous"] = qa
-    atrous = saved["atrous_out"] = atrous.view(n, 2, p, e, c * h * w)
+    atrous, _, saved["invstd_atrous"] = _batch_norm_forward(module.atrous_bn, qa)
+    saved["bn_out_atrous"] = atrous
+    atrous = atrous.view(n, 2, p, e, c * h * w)
 
-    # Weight-free ops: once per input, shared by every edge. The pools run in channels_last,
-    # 2-7x faster on a CPU (forward and backward, the layout changes included).
-    x_last = x.contiguous(memory_format=torch.channels_last)
-    max_pool, saved["max_indices"] = torch.ops.aten.max_pool2d_with_indices(
-        x_last, [3, 3], [1, 1], [1, 1]
-    )
-    max_pool = max_pool.contiguous()
-    avg_pool = F.avg_pool2d(x_last, 3, 1, 1, count_include_pad=False).contiguous()
-    saved["max_pool"], saved["avg_pool"] = max_pool, avg_pool
+    # Weight-free ops: once per input, shared by every edge.
+    _, max_pool, _, avg_pool = _pools(x)
 
     # sum_k weights[e, k] * op_k, accumulated in place; `none` adds nothing.
     columns = weights.to(dtype).t().contiguous()  # (ops, E)
@@ -474,27 +535,22 @@ def _mixed_backward(
     train_sep0, train_sep1, train_atrous = info["training"]
     kh, kw = info["taps"]
 
-    # Gradient of the op weights: <grad, op_k output> per edge.
-    def per_edge(outputs: torch.Tensor) -> torch.Tensor:  # (N, 2, P, E, CHW) -> (E, 2)
-        return (outputs * g.unsqueeze(1)).sum((0, 2, 4), dtype=torch.float32).t()
-
+    # Gradient of the op weights: <grad, op_k output> per edge. The weight-free ops' come from
+    # their outputs; the convs' from their BatchNorm backward (see _batch_norm_backward).
     by_path = g.view(n * p, e, c * h * w)
-    free = {"max_pool_3x3": saved["max_pool"], "avg_pool_3x3": saved["avg_pool"]}
-    free["skip_connect"] = x
+    x_last, max_pool, max_indices, avg_pool = _pools(x)
+    free = {"max_pool_3x3": max_pool, "avg_pool_3x3": avg_pool, "skip_connect": x}
     grad_free = {}  # d loss / d op output, summed over edges
     grad_weights = [torch.zeros(e, 1, dtype=torch.float32, device=x.device)]  # `none`
     for op, out in free.items():
         grad_weights.append(torch.bmm(by_path, out.reshape(n * p, c * h * w, 1)).sum(0).float())
         weighted = torch.matmul(columns[_I[op]].view(1, 1, e), by_path)
         grad_free[op] = weighted.view(n, p * c, h, w)
-    grad_weights += [per_edge(saved["sep"]), per_edge(saved["atrous_out"])]
-    grad_weights = torch.cat(grad_weights, dim=1).to(saved["weights"].dtype)
 
     last = torch.channels_last
-    x_last = x.contiguous(memory_format=last)
     grad_max = torch.ops.aten.max_pool2d_with_indices_backward(
         grad_free["max_pool_3x3"].contiguous(memory_format=last),
-        x_last, [3, 3], [1, 1], [1, 1], [1, 1], False, saved["max_indices"],
+        x_last, [3, 3], [1, 1], [1, 1], [1, 1], False, max_indices,
     )  # fmt: skip
     grad_avg = torch.ops.aten.avg_pool2d_backward(
         grad_free["avg_pool_3x3"].contiguous(memory_format=last),
@@ -502,62 +558,79 @@ def _mixed_backward(
     )  # fmt: skip
     grad_x = grad_free["skip_connect"] + grad_max + grad_avg
 
-    def weighted(ops: tuple[str, str]) -> torch.Tensor:  # (N, 2*P*E*C, H, W)
-        pair = columns[[_I[ops[0]], _I[ops[1]]]].view(1, 2, 1, e, 1)
-        return (g.unsqueeze(1) * pair).view(n, 2 * p * e * c, h, w)
+    # The conv ops' outputs all get ``g``, each scaled by its edge's op weight: one copy of
+    # ``g`` per kernel, ``(N, 2*P*E*C, H, W)``, and the scales per channel go to the BN backward.
+    g2 = g.unsqueeze(1).expand(n, 2, p, e, c * h * w).reshape(n, 2 * p * e * c, h, w)
+
+    def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*P*E*C,)
+        pair = columns[[_I[ops[0]], _I[ops[1]]]].view(2, 1, e, 1)
+        return pair.expand(2, p, e, c).reshape(-1)
+
+    def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*P*E*C,) -> (E, 2)
+        return channel_sums.view(2, p, e, c).sum((1, 3)).t()
 
     # Separable convs, unit 1 then unit 0.
-    depthwise, pointwise = saved["depthwise"], saved["pointwise"]
-    xb = saved["paths_on_batch"]
-    r = xb.view(p, n, c, h, w).transpose(0, 1)  # relu(x), (N, P, C, H, W)
-    grad_y = weighted(("sep_conv_3x3", "sep_conv_5x5"))
+    params = tuple(saved[name].to(x.dtype) for name in _PARAMETERS)
+    depthwise, pointwise = _separable_weights(params, kh, kw)
+    r = F.relu(x)
+    grad_y = g2
     grad_depthwise, grad_pointwise = [], []
     for unit, training in ((1, train_sep1), (0, train_sep0)):
-        grad_q = _batch_norm_backward(
+        out = saved[f"bn_out{unit}"]
+        grad_q, sums = _batch_norm_backward(
             module.sep_bn[unit],
             training,
             grad_y,
-            saved[f"bn_in{unit}"],
-            saved[f"mean{unit}"],
+            out,
             saved[f"invstd{unit}"],
+            scales(("sep_conv_3x3", "sep_conv_5x5")) if unit else None,
         )
+        if unit:
+            grad_weights.append(per_edge(sums))
         grad_d, grad_pw = _pointwise_backward(
             grad_q, saved[f"pointwise_in{unit}"], pointwise[unit], p, params_grad
         )
-        if unit:
-            y = saved["relu"]
-        else:
-            y = r.unsqueeze(1).unsqueeze(3).expand(n, 2, p, e, c, h, w)
+        y = None  # the depthwise conv's input, for its weight gradient
+        if params_grad and unit:
+            y = F.relu(saved["bn_out0"])
+        elif params_grad:
+            y = r.view(n, 1, p, 1, c, h, w).expand(n, 2, p, e, c, h, w)
             y = y.reshape(n, 2 * p * e * c, h, w)
-        grad_y, grad_dw = _depthwise_backward(
-            grad_d, y, _repeat_paths(depthwise[unit], p, 3), params_grad
-        )
+        grad_y, grad_dw = _depthwise_backward(grad_d, y, _repeat_paths(depthwise[unit], p, 3))
         if unit:
-            grad_y = torch.ops.aten.threshold_backward(grad_y, y, 0)
+            grad_y = torch.ops.aten.threshold_backward(grad_y, saved["bn_out0"], 0)
         if params_grad:
             grad_depthwise.insert(0, grad_dw.view(2, p, e, c, 1, kh, kw).sum(1))
             grad_pointwise.insert(0, grad_pw.view(2, e, c, c, 1, 1))
-    grad_r = grad_y.view(n, 2, p, e, c, h, w).sum((1, 3))
+    # Sum over kernels and edges: one sum over both is 10-20x slower on a CPU (a strided
+    # reduction) than adding the two kernels' halves and then summing the edges.
+    halves = grad_y.view(n, 2, p, e, c * h * w)
+    grad_r = (halves[:, 0] + halves[:, 1]).sum(2).view(n, p, c, h, w)
 
     # Atrous convs.
-    grad_qa = _batch_norm_backward(
+    grad_qa, sums = _batch_norm_backward(
         module.atrous_bn,
         train_atrous,
-        weighted(("atrous_conv_3x3", "atrous_conv_5x5")),
-        saved["bn_in_atrous"],
-        saved["mean_atrous"],
+        g2,
+        saved["bn_out_atrous"],
         saved["invstd_atrous"],
+        scales(("atrous_conv_3x3", "atrous_conv_5x5")),
     )
+    grad_weights.append(per_edge(sums))
+    grad_weights = torch.cat(grad_weights, dim=1).to(saved["weights"].dtype)
     grad_a = grad_qa.view(n, 2, p, e * c, h, w).permute(2, 0, 1, 3, 4, 5)
+    xb = _paths_on_batch(r, p)
+    atrous_weights = _atrous_weights(params, h, w, info["merged"])
     if info["merged"]:
         grad_a = grad_a.reshape(p * n, 2 * e * c, h, w)
-        grad_xb, grad_atrous = _atrous_backward(grad_a, xb, saved["atrous"], params_grad)
+        grad_xb, grad_atrous = _atrous_backward(grad_a, xb, atrous_weights[0], params_grad)
         if params_grad:
             grad_w3, grad_w5 = grad_atrous.split(e * c)
     else:
         grad_a = grad_a.reshape(p * n, 2, e * c, h, w)
-        grad_xb, grad_w3 = _atrous_backward(grad_a[:, 0], xb, saved["atrous3"], params_grad)
-        grad_xb5, grad_w5 = _atrous_backward(grad_a[:, 1], xb, saved["atrous5"], params_grad)
+        w3, w5 = atrous_weights
+        grad_xb, grad_w3 = _atrous_backward(grad_a[:, 0], xb, w3, params_grad)
+        grad_xb5, grad_w5 = _atrous_backward(grad_a[:, 1], xb, w5, params_grad)
         grad_xb = grad_xb + grad_xb5
     grad_r = grad_r + grad_xb.view(p, n, c, h, w).transpose(0, 1)
     grad_x = grad_x + torch.ops.aten.threshold_backward(grad_r.reshape(n, p * c, h, w), x, 0)

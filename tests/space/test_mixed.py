@@ -154,3 +154,42 @@ def test_atrous_convs_merge_where_windows_agree_or_padding_is_cheap():
     # version (31 MFLOP) does not.
     assert merge_atrous(2, 2, 16, 16, 5, 2)
     assert not merge_atrous(2, 2, 16, 16, 5, 8)
+
+
+@pytest.mark.parametrize(
+    "h,merge,mode",
+    [(2, True, "train"), (6, True, "train"), (6, False, "train"), (6, False, "eval"),
+     (6, True, "bf16")],
+)  # fmt: skip
+def test_input_edges_keep_five_activations_and_no_weight_copies(h, merge, mode, monkeypatch):
+    # What the fused op keeps for its backward is most of a search step's memory: per unit of
+    # each separable conv its pointwise input and BN output, the atrous BN output, and the
+    # three BN inverse stds (training mode). Weights (also their bf16 copies under autocast),
+    # pools and relu(x) are rebuilt in the backward.
+    monkeypatch.setattr(mixed, "ATROUS_MERGE_MAX_EXTRA_FLOPS", float("inf") if merge else 0.0)
+    n, p, e, c = 2, 2, 3, 4
+    module = InputEdges(channels=c, edges=e, paths=p).train(mode != "eval")
+    x = torch.randn(n, p * c, h, h, requires_grad=True)
+    weights = torch.softmax(torch.randn(e, len(PRIMITIVES)), -1).requires_grad_()
+    inputs = {t.untyped_storage().data_ptr() for t in (x, weights, *module.parameters())}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in inputs and storage.nbytes():
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=mode == "bf16")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        out = module(x, weights)
+    size = 2 if mode == "bf16" else 4
+    expected = [n * 2 * p * e * c * h * h * size] * 5  # (N, 2*P*E*C, H, W)
+    if mode != "eval":
+        expected += [2 * p * e * c * 4] * 3  # float32 inverse stds
+    if mode == "bf16":
+        expected.append(x.numel() * 2)  # the input in the compute dtype
+    assert sorted(kept.values()) == sorted(expected)
+    out.float().sum().backward()  # and the backward rebuilds the rest
+    assert x.grad is not None and weights.grad is not None
+    assert all(param.grad is not None for param in module.parameters())

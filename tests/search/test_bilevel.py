@@ -1,0 +1,27 @@
+"""The bilevel steps on a small net: the weight step's update and what it leaves behind."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodeeplab.search.bilevel import weight_step
+
+
+def test_weight_step_applies_the_update_and_frees_the_weight_gradients():
+    # The architecture step that follows must not carry the weight gradients (as large as
+    # the weights) on top of its own activations.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 1))
+    images, target = torch.randn(2, 3, 6, 6), torch.randint(0, 4, (2, 6, 6))
+    target[0, 0, 0] = 255  # ignored
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = F.cross_entropy(net(images), target, ignore_index=255)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    returned = weight_step(net, optimizer, images, target, ignore_index=255, grad_clip=None)
+
+    assert returned == loss.item()
+    for param, old, grad in zip(net.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(param.detach(), old - 0.1 * grad)
+        assert param.grad is None
