@@ -3,7 +3,8 @@
 Times one weight step (zero_grad, forward, cross-entropy, backward; no optimiser step) and one
 architecture step (the same with gradients for alpha and beta only) on random data, and a fixed
 calibration workload in the same process, and prints JSON: medians, their ratio to the
-calibration, and peak memory. The calibration and the step follow ../shared/BENCHMARKS.md, so
+calibration, peak memory and its floor (the process before the supernet is built, plus the
+weights and their gradients). The calibration and the step follow ../shared/BENCHMARKS.md, so
 figures compare across noisy machines as ratios.
 
     python experiments/bench_supernet.py --crop 64 --reference
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     calibration_before = calibration_unit_seconds() if device.type == "cpu" else None
+    # The process before the supernet exists (torch, this library, the calibration).
+    baseline_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     torch.manual_seed(0)
     net = build_supernet(
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     weight_median = statistics.median(weight_times)
     flops = step_flops(net, images, target)
+    weight_mib = sum(p.numel() * p.element_size() for p in net.weight_parameters()) / 2**20
     result = {
         "config": vars(args),
         "weight_step_s": weight_median,
@@ -178,6 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
         "arch_step_s": statistics.median(arch_times) if arch_times else None,
         "peak_rss_mib": peak_rss_mib,
         "weight_parameters": sum(p.numel() for p in net.weight_parameters()),
+        "weight_mib": weight_mib,
+        # Held by any weight step whatever its activations take: the process before the
+        # supernet, the weights and their gradients.
+        "baseline_rss_mib": baseline_rss_mib,
+        "memory_floor_mib": baseline_rss_mib + 2 * weight_mib,
         "step_gflop": flops / 1e9,
         "step_gflop_per_s": flops / weight_median / 1e9,
     }

@@ -56,3 +56,8 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(capsys):
     expected = 25 * (3 * result["weight_step_s"] + 2 * result["arch_step_s"]) / 3600
     assert result["projected_search_hours"] == pytest.approx(expected)
     assert result["config"]["checkpoint"] is True
+    # 4 bytes per float32 weight; the floor counts the weights twice (their gradients).
+    assert result["weight_mib"] == pytest.approx(result["weight_parameters"] * 4 / 2**20)
+    floor = result["baseline_rss_mib"] + 2 * result["weight_mib"]
+    assert result["memory_floor_mib"] == pytest.approx(floor)
+    assert 0 < result["baseline_rss_mib"] <= result["peak_rss_mib"]

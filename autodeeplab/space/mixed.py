@@ -235,6 +235,12 @@ def _batch_norm_forward(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A ``(size,)`` tensor of ``value``, made once (read-only: callers must not modify it)."""
+    return torch.full((size,), value, dtype=dtype, device=device)
+
+
 def _batch_norm_backward(
     bn: nn.BatchNorm2d,
     training: bool,
@@ -261,8 +267,8 @@ def _batch_norm_backward(
         weight = invstd if scale is None else invstd * scale
         grad_x, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
             grad, out, weight, None, None,
-            torch.zeros(channels, dtype=invstd.dtype, device=out.device),
-            torch.ones(channels, dtype=invstd.dtype, device=out.device),
+            _constant(0.0, channels, invstd.dtype, out.device),
+            _constant(1.0, channels, invstd.dtype, out.device),
             True, bn.eps, [True, scale is not None, False],
         )  # fmt: skip
         return grad_x, None if scale is None else grad_scale.float()
@@ -539,31 +545,34 @@ def _mixed_backward(
     # their outputs; the convs' from their BatchNorm backward (see _batch_norm_backward).
     by_path = g.view(n * p, e, c * h * w)
     x_last, max_pool, max_indices, avg_pool = _pools(x)
-    free = {"max_pool_3x3": max_pool, "avg_pool_3x3": avg_pool, "skip_connect": x}
-    grad_free = {}  # d loss / d op output, summed over edges
-    grad_weights = [torch.zeros(e, 1, dtype=torch.float32, device=x.device)]  # `none`
-    for op, out in free.items():
-        grad_weights.append(torch.bmm(by_path, out.reshape(n * p, c * h * w, 1)).sum(0).float())
-        weighted = torch.matmul(columns[_I[op]].view(1, 1, e), by_path)
-        grad_free[op] = weighted.view(n, p * c, h, w)
+    # The weight-free ops are adjacent rows of PRIMITIVES: one product with ``g`` each for
+    # their op weights' gradients and for d loss / d op output (summed over edges).
+    free = slice(_I["max_pool_3x3"], _I["skip_connect"] + 1)
+    outputs = torch.stack([max_pool, avg_pool, x], dim=-1).view(n * p, c * h * w, 3)
+    grad_weights = [
+        torch.zeros(e, 1, dtype=torch.float32, device=x.device),  # `none`
+        torch.bmm(by_path, outputs).sum(0).float(),
+    ]
+    grad_free = torch.matmul(columns[free], by_path).view(n, p, 3, c, h, w)
 
-    last = torch.channels_last
+    def pool_grad(k: int) -> torch.Tensor:  # into channels_last, as the pool kernels take it
+        return torch.empty_like(x_last).view(n, p, c, h, w).copy_(grad_free[:, :, k])
+
     grad_max = torch.ops.aten.max_pool2d_with_indices_backward(
-        grad_free["max_pool_3x3"].contiguous(memory_format=last),
+        pool_grad(0).view(n, p * c, h, w),
         x_last, [3, 3], [1, 1], [1, 1], [1, 1], False, max_indices,
     )  # fmt: skip
     grad_avg = torch.ops.aten.avg_pool2d_backward(
-        grad_free["avg_pool_3x3"].contiguous(memory_format=last),
+        pool_grad(1).view(n, p * c, h, w),
         x_last, [3, 3], [1, 1], [1, 1], False, False, None,
     )  # fmt: skip
-    grad_x = grad_free["skip_connect"] + grad_max + grad_avg
 
     # The conv ops' outputs all get ``g``, each scaled by its edge's op weight: one copy of
     # ``g`` per kernel, ``(N, 2*P*E*C, H, W)``, and the scales per channel go to the BN backward.
     g2 = g.unsqueeze(1).expand(n, 2, p, e, c * h * w).reshape(n, 2 * p * e * c, h, w)
 
-    def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*P*E*C,)
-        pair = columns[[_I[ops[0]], _I[ops[1]]]].view(2, 1, e, 1)
+    def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*P*E*C,); the ops' rows are adjacent
+        pair = columns[_I[ops[0]] : _I[ops[1]] + 1].view(2, 1, e, 1)
         return pair.expand(2, p, e, c).reshape(-1)
 
     def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*P*E*C,) -> (E, 2)
@@ -633,7 +642,9 @@ def _mixed_backward(
         grad_xb5, grad_w5 = _atrous_backward(grad_a[:, 1], xb, w5, params_grad)
         grad_xb = grad_xb + grad_xb5
     grad_r = grad_r + grad_xb.view(p, n, c, h, w).transpose(0, 1)
-    grad_x = grad_x + torch.ops.aten.threshold_backward(grad_r.reshape(n, p * c, h, w), x, 0)
+    grad_x = torch.ops.aten.threshold_backward(grad_r.reshape(n, p * c, h, w), x, 0)
+    grad_x.view(n, p, c, h, w).add_(grad_free[:, :, 2])  # skip_connect
+    grad_x.add_(grad_max).add_(grad_avg)
     if not params_grad:
         return [grad_x, grad_weights, *[None] * len(_PARAMETERS)]
 
