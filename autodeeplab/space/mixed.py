@@ -551,7 +551,7 @@ def _mixed_backward(
     outputs = torch.stack([max_pool, avg_pool, x], dim=-1).view(n * p, c * h * w, 3)
     grad_weights = [
         torch.zeros(e, 1, dtype=torch.float32, device=x.device),  # `none`
-        torch.bmm(by_path, outputs).sum(0).float(),
+        torch.bmm(by_path, outputs).sum(0, dtype=torch.float32),
     ]
     grad_free = torch.matmul(columns[free], by_path).view(n, p, 3, c, h, w)
 
