@@ -96,8 +96,10 @@ class SearchCell(nn.Module):
                 rest = split[:, :, m:]
                 x = split[:, :, :m].reshape(n, -1, h, w)
             out = self.readers[name](x, alpha_weights[getattr(self, f"rows_{name}")])
-            for k, block in enumerate(self._targets[name]):
-                add(pending, block, out[:, :, k])
+            # One unbind, not an index per edge: its backward stacks the edges' gradients,
+            # where each index's backward would write a zero-filled copy of the whole output.
+            for block, edge_out in zip(self._targets[name], out.unbind(2), strict=True):
+                add(pending, block, edge_out)
                 if m < c:
                     add(bypass, block, rest)
 
