@@ -199,8 +199,7 @@ def _atrous_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Dense conv, dilation 2, 'same' padding, of ``(B, C, H, W)`` with ``(O, C, kh, kw)``. A
     1x1 kernel (maps of at most 2x2) runs as one matmul with the images side by side in the
     columns: 4-5x faster on a CPU (forward and backward) than mkldnn, or than a matmul per
-    image, whose weight
-    operand is broadcast (copied) over the batch."""
+    image, whose weight operand is broadcast (copied) over the batch."""
     kh, kw = weight.shape[-2:]
     if kh == kw == 1:
         b, c, h, w = x.shape
