@@ -506,10 +506,13 @@ def _mixed_forward_in(
     merged = merge_atrous(p, n, h, w, e, c)
     atrous_weights = _atrous_weights(params, h, w, merged)
     if merged:
-        a = _atrous_forward(xb, atrous_weights[0])
-    else:
-        a = torch.stack([_atrous_forward(xb, weight) for weight in atrous_weights], dim=1)
-    qa = a.view(p, n, 2, e * c, h, w).permute(1, 2, 0, 3, 4, 5).reshape(n, 2 * p * e * c, h, w)
+        a = _atrous_forward(xb, atrous_weights[0]).view(p, n, 2, e * c, h, w)
+        qa = a.permute(1, 2, 0, 3, 4, 5).reshape(n, 2 * p * e * c, h, w)
+    else:  # each kernel's output copied straight into its place
+        qa = x.new_empty(n, 2, p, e * c, h, w)
+        for k, weight in enumerate(atrous_weights):
+            qa[:, k].copy_(_atrous_forward(xb, weight).view(p, n, e * c, h, w).transpose(0, 1))
+        qa = qa.view(n, 2 * p * e * c, h, w)
     atrous, _, saved["invstd_atrous"] = _batch_norm_forward(module.atrous_bn, qa)
     saved["bn_out_atrous"] = atrous
     atrous = atrous.view(n, 2, p, e, c * h * w)
@@ -639,19 +642,19 @@ def _mixed_backward(
     )
     grad_weights.append(per_edge(sums))
     grad_weights = torch.cat(grad_weights, dim=1).to(saved["weights"].dtype)
-    grad_a = grad_qa.view(n, 2, p, e * c, h, w).permute(2, 0, 1, 3, 4, 5)
+    grad_a = grad_qa.view(n, 2, p, e * c, h, w)
     xb = _paths_on_batch(r, p)
     atrous_weights = _atrous_weights(params, h, w, info["merged"])
     if info["merged"]:
-        grad_a = grad_a.reshape(p * n, 2 * e * c, h, w)
+        grad_a = grad_a.permute(2, 0, 1, 3, 4, 5).reshape(p * n, 2 * e * c, h, w)
         grad_xb, grad_atrous = _atrous_backward(grad_a, xb, atrous_weights[0], params_grad)
         if params_grad:
             grad_w3, grad_w5 = grad_atrous.split(e * c)
-    else:
-        grad_a = grad_a.reshape(p * n, 2, e * c, h, w)
+    else:  # one copy per kernel, into the (path, image) batch order of the convs
+        per_kernel = [grad_a[:, k].transpose(0, 1).reshape(p * n, e * c, h, w) for k in (0, 1)]
         w3, w5 = atrous_weights
-        grad_xb, grad_w3 = _atrous_backward(grad_a[:, 0], xb, w3, params_grad)
-        grad_xb5, grad_w5 = _atrous_backward(grad_a[:, 1], xb, w5, params_grad)
+        grad_xb, grad_w3 = _atrous_backward(per_kernel[0], xb, w3, params_grad)
+        grad_xb5, grad_w5 = _atrous_backward(per_kernel[1], xb, w5, params_grad)
         grad_xb = grad_xb + grad_xb5
     grad_r = grad_r + grad_xb.view(p, n, c, h, w).transpose(0, 1)
     grad_x = torch.ops.aten.threshold_backward(grad_r.reshape(n, p * c, h, w), x, 0)
