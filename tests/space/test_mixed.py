@@ -85,10 +85,11 @@ def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w, merge_atrous, m
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops():
+@pytest.mark.parametrize("size", [6, 9])  # below and above REDUCED_BN_MIN_PIXELS
+def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops(size):
     torch.manual_seed(0)
     module = InputEdges(channels=4, edges=3, paths=2)
-    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    x = torch.randn(2, 8, size, size, requires_grad=True)
     weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1).requires_grad_()
     plain_stats = InputEdges(channels=4, edges=3, paths=2)  # only its (fresh) BN buffers
     for _ in range(2):  # training: both update the running statistics the same way
@@ -100,7 +101,7 @@ def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops():
 
     # Eval mode: the running statistics normalise, outputs and gradients still agree.
     module.eval()
-    grad_out = torch.randn(2, 2, 3, 4, 6, 6)
+    grad_out = torch.randn(2, 2, 3, 4, size, size)
     inputs = [x, weights, *module.parameters()]
     fused = module(x, weights)
     plain = _plain(
@@ -111,6 +112,29 @@ def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops():
     plain_grads = torch.autograd.grad(plain, inputs, grad_out)
     for a, b in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0])  # 100: a mean far above the std
+def test_reduced_batchnorm_is_as_accurate_as_the_library_kernel(offset):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8, 9) * torch.rand(1, 6, 1, 1) + offset
+    stats = [torch.rand(6), torch.rand(6) + 0.5]
+    native_stats = [s.clone() for s in stats]
+    out, mean, invstd = mixed._batch_norm_reduced(x, *stats, 0.1, 1e-5)
+    native = torch.ops.aten.native_batch_norm(x, None, None, *native_stats, True, 0.1, 1e-5)
+
+    # Against float64 statistics, ours err no more than the library's kernel (with a mean
+    # of 100 both lose the same digits in the float32 ``x - mean``).
+    x64 = x.double()
+    mean64, var64 = x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)
+    invstd64 = (var64 + 1e-5).rsqrt()
+    out64 = (x64 - mean64.view(1, 6, 1, 1)) * invstd64.view(1, 6, 1, 1)
+    for ours, theirs, exact in [(out, native[0], out64), (mean, native[1], mean64)]:
+        assert (ours - exact).abs().max() <= 1.5 * (theirs - exact).abs().max() + 1e-6
+    torch.testing.assert_close(invstd.double(), invstd64, rtol=1e-6, atol=0)
+    # The running statistics move as the library's kernel moves them (unbiased variance).
+    for a, b in zip(stats, native_stats, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_input_edges_with_frozen_weights_give_the_same_input_and_op_weight_gradients():
