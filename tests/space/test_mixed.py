@@ -153,6 +153,27 @@ def test_input_edges_with_frozen_weights_give_the_same_input_and_op_weight_gradi
     assert all(param.grad is None for param in module.parameters())
 
 
+@pytest.mark.parametrize("size", [(3, 3), (5, 5), (1, 5), (5, 3)])
+@pytest.mark.parametrize("window", [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)])
+def test_fit_crops_and_pads_the_centred_window(size, window):
+    torch.manual_seed(0)
+    weight = torch.randn(2, 3, *size)
+    (h, w), (kh, kw) = size, window
+    # Independently: place both centred in a canvas large enough for either, read the window.
+    big_h, big_w = max(h, kh), max(w, kw)
+    canvas = torch.zeros(2, 3, big_h, big_w)
+    top, left = (big_h - h) // 2, (big_w - w) // 2
+    canvas[..., top : top + h, left : left + w] = weight
+    top, left = (big_h - kh) // 2, (big_w - kw) // 2
+    expected = canvas[..., top : top + kh, left : left + kw]
+    fitted = mixed._fit(weight, kh, kw)
+    assert fitted.is_contiguous()
+    assert torch.equal(fitted, expected)
+    # Fitting back is the adjoint: <fit(w), v> == <w, fit(v)>.
+    v = torch.randn(2, 3, kh, kw)
+    torch.testing.assert_close((fitted * v).sum(), (weight * mixed._fit(v, h, w)).sum())
+
+
 @pytest.mark.parametrize(
     "kernel,dilation,size,expected",
     [(5, 2, 1, (2, 3)), (5, 2, 2, (2, 3)), (5, 2, 3, (1, 4)), (5, 2, 4, (1, 4)), (5, 2, 5, (0, 5)),
