@@ -72,30 +72,40 @@ def _fit(weight: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     (``weight`` itself where the sizes agree). Fitting back to the original size is the
     adjoint: it maps a gradient of the window to the gradient of the kernel.
 
-    One gather along the flattened taps: a strided crop or pad of 3x3 and 5x5 taps copies a
-    few floats per call of the library's copy kernel, 3-6x slower at the supernet's weights.
+    Works on the flattened taps, a gather for the crop and a scatter into zeros for the pad: a
+    strided crop or pad of 3x3 and 5x5 taps copies a few floats per call of the library's copy
+    kernel, 3-6x slower at the supernet's weights.
     """
     h, w = weight.shape[-2:]
     if (h, w) == (kh, kw):
         return weight
-    index, pads = _fit_index(h, w, kh, kw, weight.device)
+    source, target = _fit_taps(h, w, kh, kw, weight.device)
     taps = weight.reshape(-1, h * w)
-    if pads:  # the index reads the zero column appended here for the padding
-        taps = torch.cat([taps, taps.new_zeros(taps.shape[0], 1)], dim=1)
-    return taps.index_select(1, index).view(*weight.shape[:-2], kh, kw)
+    if source is not None:
+        taps = taps.index_select(1, source)
+    if target is not None:
+        taps = taps.new_zeros(taps.shape[0], kh * kw).index_copy_(1, target, taps)
+    return taps.view(*weight.shape[:-2], kh, kw)
 
 
 @functools.lru_cache(maxsize=64)
-def _fit_index(h: int, w: int, kh: int, kw: int, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """For :func:`_fit`: the flat tap (``h * w`` for padding) each of the ``kh * kw`` window's
-    taps reads, and whether any is padding."""
-    top, left = (h - kh) // 2, (w - kw) // 2
-    index = []
-    for i in range(kh):
-        for j in range(kw):
-            y, x = i + top, j + left
-            index.append(y * w + x if 0 <= y < h and 0 <= x < w else h * w)
-    return torch.tensor(index, device=device), h * w in index
+def _fit_taps(
+    h: int, w: int, kh: int, kw: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """For :func:`_fit`: the flat indices of the taps both centred windows share, in the
+    ``h`` x ``w`` kernel (``None`` where that is all of it) and in the ``kh`` x ``kw`` window
+    (``None`` where that is all of it)."""
+    top, left = (kh - h) // 2, (kw - w) // 2  # where the kernel's (0, 0) lands in the window
+    source, target = [], []
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y + top < kh and 0 <= x + left < kw:
+                source.append(y * w + x)
+                target.append((y + top) * kw + x + left)
+    return (
+        None if len(source) == h * w else torch.tensor(source, device=device),
+        None if len(target) == kh * kw else torch.tensor(target, device=device),
+    )
 
 
 #: Depthwise convs on maps with at most this many pixels run as a matmul with the conv's
@@ -262,18 +272,18 @@ def _batch_norm_forward(
     if bn.training:
         bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        n, c, h, w = x.shape
-        if x.device.type == "cpu" and x.dtype == torch.float32 and h * w >= REDUCED_BN_MIN_PIXELS:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= REDUCED_BN_MIN_SIZE:
             return _batch_norm_reduced(x, bn.running_mean, bn.running_var, momentum, bn.eps)
     return torch.ops.aten.native_batch_norm(
         x, None, None, bn.running_mean, bn.running_var, bn.training, momentum, bn.eps
     )
 
 
-#: Training-mode BatchNorm of a float32 CPU map with at least this many pixels takes its batch
-#: statistics with plain reductions (:func:`_batch_norm_reduced`): 1.5-2.6x faster than the
-#: library's kernel from 8x8 up, whose statistics pass dominates there; slower below.
-REDUCED_BN_MIN_PIXELS = 64
+#: Training-mode BatchNorm of a float32 CPU tensor with at least this many elements takes its
+#: batch statistics with plain reductions (:func:`_batch_norm_reduced`): in a search step
+#: 1.2-1.8x faster than the library's kernel, whose statistics pass dominates there, from about
+#: 120k elements up; slower below 90k, where the extra calls' fixed cost outweighs it.
+REDUCED_BN_MIN_SIZE = 100_000
 
 
 def _batch_norm_reduced(

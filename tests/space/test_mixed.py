@@ -85,8 +85,10 @@ def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w, merge_atrous, m
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("size", [6, 9])  # below and above REDUCED_BN_MIN_PIXELS
-def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops(size):
+@pytest.mark.parametrize("reduced", [False, True])  # the library's kernel, or reductions
+def test_input_edges_batchnorm_statistics_and_eval_mode_equal_plain_ops(reduced, monkeypatch):
+    monkeypatch.setattr(mixed, "REDUCED_BN_MIN_SIZE", 0 if reduced else float("inf"))
+    size = 6
     torch.manual_seed(0)
     module = InputEdges(channels=4, edges=3, paths=2)
     x = torch.randn(2, 8, size, size, requires_grad=True)
