@@ -628,7 +628,7 @@ def _mixed_backward(
     free = slice(_I["max_pool_3x3"], _I["skip_connect"] + 1)
     # Stacked as whole maps, (N*P, 3, C*H*W), and read transposed by the product: a stack along
     # a last dim of 3 writes one float at a time, 3-6x slower.
-    outputs = torch.stack([t.view(n * p, c * h * w) for t in (max_pool, avg_pool, x)], dim=1)
+    outputs = torch.stack([t.reshape(n * p, c * h * w) for t in (max_pool, avg_pool, x)], dim=1)
     grad_weights = [
         torch.zeros(e, 1, dtype=torch.float32, device=x.device),  # `none`
         torch.bmm(by_path, outputs.transpose(1, 2)).sum(0, dtype=torch.float32),
