@@ -60,6 +60,7 @@ class SearchCell(nn.Module):
         self.mixed_channels = channels // partial_channels
         self.readers = nn.ModuleDict()
         self._targets: dict[str, list[int]] = {}
+        rows: list[int] = []
         for name in cell_inputs(blocks):
             if name == "prev_prev" and not has_prev_prev:
                 continue
@@ -68,9 +69,10 @@ class SearchCell(nn.Module):
                 self.mixed_channels, len(edges), 1 if name == "prev_prev" else paths
             )
             self._targets[name] = [block for block, _ in edges]
-            self.register_buffer(
-                f"rows_{name}", torch.tensor([row for _, row in edges]), persistent=False
-            )
+            rows += [row for _, row in edges]
+        # alpha's rows of the edges, grouped by the input they read (in ``readers`` order): one
+        # gather per cell, then a view per input.
+        self.register_buffer("edge_rows", torch.tensor(rows), persistent=False)
 
     def forward(
         self, prev: torch.Tensor, prev_prev: torch.Tensor | None, alpha_weights: torch.Tensor
@@ -85,6 +87,10 @@ class SearchCell(nn.Module):
         # channels, the passed-through channels (the same for every edge reading an input).
         pending: list[torch.Tensor | None] = [None] * self.blocks
         bypass: list[torch.Tensor | None] = [None] * self.blocks
+        by_input = alpha_weights.index_select(0, self.edge_rows)
+        op_weights = dict(
+            zip(self.readers, by_input.split([len(t) for t in self._targets.values()]))
+        )
 
         def add(terms: list[torch.Tensor | None], block: int, term: torch.Tensor) -> None:
             current = terms[block - 1]
@@ -95,7 +101,7 @@ class SearchCell(nn.Module):
                 split = x.view(n, -1, c, h, w)
                 rest = split[:, :, m:]
                 x = split[:, :, :m].reshape(n, -1, h, w)
-            out = self.readers[name](x, alpha_weights[getattr(self, f"rows_{name}")])
+            out = self.readers[name](x, op_weights[name])
             # One unbind, not an index per edge: its backward stacks the edges' gradients,
             # where each index's backward would write a zero-filled copy of the whole output.
             for block, edge_out in zip(self._targets[name], out.unbind(2), strict=True):

@@ -688,7 +688,7 @@ def _mixed_backward(
         grad_y, grad_dw = _depthwise_backward(grad_d, y, _repeat_paths(depthwise[unit], p, 3))
         if unit:
             grad_y = torch.ops.aten.threshold_backward(grad_y, saved["bn_out0"], 0)
-        if params_grad:
+        if params_grad:  # per unit: (kernel, E, C, 1, kh, kw) and (kernel, E, C, C, 1, 1)
             grad_depthwise.insert(0, grad_dw.view(2, p, e, c, 1, kh, kw).sum(1))
             grad_pointwise.insert(0, grad_pw.view(2, e, c, c, 1, 1))
     # Sum over kernels and edges: one sum over both is 10-20x slower on a CPU (a strided
@@ -728,13 +728,15 @@ def _mixed_backward(
     if not params_grad:
         return [grad_x, grad_weights, *[None] * len(_PARAMETERS)]
 
-    grad_depthwise = torch.stack(grad_depthwise)  # (unit, kernel, E, C, 1, kh, kw)
-    grad_pointwise = torch.stack(grad_pointwise)  # (unit, kernel, E, C, C, 1, 1)
+    # Stacked kernel-major, so each kernel's gradient is contiguous in its parameter's layout:
+    # autograd then keeps it as the parameter's ``.grad`` instead of copying it.
+    grad_depthwise = torch.stack(grad_depthwise, dim=1)  # (kernel, unit, E, C, 1, kh, kw)
+    grad_pointwise = torch.stack(grad_pointwise, dim=1)  # (kernel, unit, E, C, C, 1, 1)
     grad_params = [
-        _fit(grad_depthwise[:, 0], 3, 3),
-        grad_pointwise[:, 0],
-        _fit(grad_depthwise[:, 1], 5, 5),
-        grad_pointwise[:, 1],
+        _fit(grad_depthwise[0], 3, 3),
+        grad_pointwise[0],
+        _fit(grad_depthwise[1], 5, 5),
+        grad_pointwise[1],
         _fit(grad_w3.view(e, c, c, *grad_w3.shape[-2:]), 3, 3),
         _fit(grad_w5.view(e, c, c, *grad_w5.shape[-2:]), 5, 5),
     ]

@@ -155,6 +155,27 @@ def test_input_edges_with_frozen_weights_give_the_same_input_and_op_weight_gradi
     assert all(param.grad is None for param in module.parameters())
 
 
+@pytest.mark.parametrize("size", [2, 8])
+def test_separable_weight_gradients_become_grad_without_a_copy(size):
+    # The fused backward hands autograd each separable weight's gradient in the parameter's
+    # own layout, so it is stored as ``.grad`` as it is (a strided slice would be cloned). The
+    # depthwise convs run on a 3x3 window on a 2x2 map (the 5x5's gradient is then padded, the
+    # 3x3's is a slice of a stack), on a 5x5 window from 5x5 maps (the other way round).
+    torch.manual_seed(0)
+    module = InputEdges(channels=4, edges=3, paths=2)
+    x = torch.randn(2, 8, size, size)
+    weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1)
+    names = ("sep3_depthwise", "sep3_pointwise", "sep5_depthwise", "sep5_pointwise")
+    incoming = {}
+    for name in names:  # records where each incoming gradient lives (not the tensor itself)
+        getattr(module, name).register_hook(
+            lambda grad, name=name: incoming.__setitem__(name, grad.data_ptr())
+        )
+    module(x, weights).square().sum().backward()
+    for name in names:
+        assert getattr(module, name).grad.data_ptr() == incoming[name], name
+
+
 @pytest.mark.parametrize("size", [(3, 3), (5, 5), (1, 5), (5, 3)])
 @pytest.mark.parametrize("window", [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)])
 def test_fit_crops_and_pads_the_centred_window(size, window):
