@@ -2,7 +2,8 @@
 
 One cell (one weight set) serves every incoming path of its node: the paths' ``prev`` inputs are
 stacked on channels and run together; ``prev_prev`` is the same for every path, so its edges are
-computed once and broadcast.
+computed once and broadcast. The ``prev`` and ``prev_prev`` edges run as one mixed-op call (each
+input with its own weights), so a cell of B blocks makes B calls.
 
 With ``partial_channels = K > 1`` the cell makes partial channel connections [PC-DARTS §3.2]:
 each edge runs its mixed op on the first ``C / K`` channels of its input only, passes the other
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from autodeeplab.space.edges import cell_inputs, consumers
-from autodeeplab.space.mixed import InputEdges
+from autodeeplab.space.mixed import InputEdges, mixed_ops
 
 
 def channel_shuffle(x: torch.Tensor, groups: int, dim: int = 1) -> torch.Tensor:
@@ -46,6 +47,8 @@ class SearchCell(nn.Module):
         paths: int,
         has_prev_prev: bool,
         partial_channels: int = 1,
+        *,
+        join_prev_prev: bool = True,
     ):
         super().__init__()
         if partial_channels < 1 or channels % partial_channels:
@@ -60,7 +63,6 @@ class SearchCell(nn.Module):
         self.mixed_channels = channels // partial_channels
         self.readers = nn.ModuleDict()
         self._targets: dict[str, list[int]] = {}
-        rows: list[int] = []
         for name in cell_inputs(blocks):
             if name == "prev_prev" and not has_prev_prev:
                 continue
@@ -69,9 +71,15 @@ class SearchCell(nn.Module):
                 self.mixed_channels, len(edges), 1 if name == "prev_prev" else paths
             )
             self._targets[name] = [block for block, _ in edges]
-            rows += [row for _, row in edges]
-        # alpha's rows of the edges, grouped by the input they read (in ``readers`` order): one
-        # gather per cell, then a view per input.
+        #: The mixed-op calls in order, each as the inputs it reads: ``prev`` and ``prev_prev``
+        #: as one call where ``join_prev_prev`` (one call's fixed cost less per node: see
+        #: :func:`~autodeeplab.space.mixed.mixed_ops`), then the blocks' outputs but the last.
+        first = ["prev", "prev_prev"] if has_prev_prev else ["prev"]
+        self.calls = [first] if join_prev_prev else [[name] for name in first]
+        self.calls += [[f"block{block}"] for block in range(1, blocks)]
+        # alpha's rows of the edges in call order: one gather per cell, then a view per call.
+        rows = [row for call in self.calls for name in call for _, row in consumers(name, blocks)]
+        self._call_rows = [sum(len(self._targets[name]) for name in call) for call in self.calls]
         self.register_buffer("edge_rows", torch.tensor(rows), persistent=False)
 
     def forward(
@@ -87,33 +95,36 @@ class SearchCell(nn.Module):
         # channels, the passed-through channels (the same for every edge reading an input).
         pending: list[torch.Tensor | None] = [None] * self.blocks
         bypass: list[torch.Tensor | None] = [None] * self.blocks
-        by_input = alpha_weights.index_select(0, self.edge_rows)
-        op_weights = dict(
-            zip(self.readers, by_input.split([len(t) for t in self._targets.values()]))
-        )
+        by_call = alpha_weights.index_select(0, self.edge_rows).split(self._call_rows)
 
         def add(terms: list[torch.Tensor | None], block: int, term: torch.Tensor) -> None:
             current = terms[block - 1]
             terms[block - 1] = term if current is None else current + term
 
-        def read(name: str, x: torch.Tensor) -> None:
+        def read(names: list[str], xs: list[torch.Tensor], weights: torch.Tensor) -> None:
+            rests = []
             if m < c:
-                split = x.view(n, -1, c, h, w)
-                rest = split[:, :, m:]
-                x = split[:, :, :m].reshape(n, -1, h, w)
-            out = self.readers[name](x, op_weights[name])
-            # One unbind, not an index per edge: its backward stacks the edges' gradients,
-            # where each index's backward would write a zero-filled copy of the whole output.
-            for block, edge_out in zip(self._targets[name], out.unbind(2), strict=True):
-                add(pending, block, edge_out)
-                if m < c:
-                    add(bypass, block, rest)
+                for i, x in enumerate(xs):
+                    split = x.view(n, -1, c, h, w)
+                    rests.append(split[:, :, m:])
+                    xs[i] = split[:, :, :m].reshape(n, -1, h, w)
+            readers = [self.readers[name] for name in names]
+            out = mixed_ops(readers, xs, weights)
+            parts = out.split([reader.paths for reader in readers], 1) if len(names) > 1 else [out]
+            for i, (name, part) in enumerate(zip(names, parts, strict=True)):
+                # One unbind, not an index per edge: its backward stacks the edges' gradients,
+                # where each index's backward would write a zero-filled copy of the output.
+                for block, edge_out in zip(self._targets[name], part.unbind(2), strict=True):
+                    add(pending, block, edge_out)
+                    if m < c:
+                        add(bypass, block, rests[i])
 
         # ``prev`` first: every block reads it, so each block's sums hold all P paths before the
         # single-path ``prev_prev`` terms broadcast onto them.
-        read("prev", prev)
-        if prev_prev is not None:
-            read("prev_prev", prev_prev)
+        inputs = {"prev": prev, "prev_prev": prev_prev}
+        first_calls = len(self.calls) - (self.blocks - 1)
+        for call, weights in zip(self.calls[:first_calls], by_call, strict=False):
+            read(call, [inputs[name] for name in call], weights)
         outputs = []
         for block in range(1, self.blocks + 1):
             state = pending[block - 1]  # (N, P, C, H, W): eq. 1, the sum over incoming edges
@@ -121,5 +132,6 @@ class SearchCell(nn.Module):
                 state = channel_shuffle(torch.cat([state, bypass[block - 1]], 2), c // m, 2)
             outputs.append(state)
             if block < self.blocks:
-                read(f"block{block}", state.reshape(n, self.paths * c, h, w))
+                x = state.reshape(n, self.paths * c, h, w)
+                read([f"block{block}"], [x], by_call[first_calls + block - 1])
         return torch.stack(outputs, dim=2)

@@ -3,7 +3,8 @@
 A plain implementation of a search cell runs one small module per (path, edge, op): tens of
 thousands of tiny calls per step, so the search is bound by per-call overhead. Here every edge
 that reads the same input (e.g. the five edges from ``prev``) and every incoming path of the node
-go through one grouped convolution per op stage:
+go through one grouped convolution per op stage, and :func:`mixed_ops` runs the edges of several
+inputs (a cell's ``prev`` and ``prev_prev``) as one call, each input with its own weights:
 
 * the ``P`` incoming paths are stacked on channels, ``(N, P*C, H, W)``; a grouped conv with
   weights repeated over ``P`` shares the cell's weights across paths [P §4.1] while BatchNorm,
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -264,19 +266,58 @@ def _atrous_backward(
 
 
 def _batch_norm_forward(
-    bn: nn.BatchNorm2d, x: torch.Tensor
+    bns: Sequence[nn.BatchNorm2d], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Non-affine BatchNorm of ``x`` with ``bn``'s running statistics and mode, updating them as
-    ``bn(x)`` does; returns ``(output, batch mean, batch inverse std)``."""
+    """Non-affine BatchNorm of ``x`` with the running statistics and mode of ``bns``, updating
+    them as ``bn(x)`` does; returns ``(output, batch mean, batch inverse std)``.
+
+    Several ``bns`` belong to joined readers (:func:`mixed_ops`): ``x``'s channels are laid out
+    (kernel, unit, ...) and each holds its units' share of both kernels' channels; their
+    statistics are joined for the call and written back."""
+    first = bns[0]
     momentum = 0.0
-    if bn.training:
-        bn.num_batches_tracked.add_(1)
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        if x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= REDUCED_BN_MIN_SIZE:
-            return _batch_norm_reduced(x, bn.running_mean, bn.running_var, momentum, bn.eps)
-    return torch.ops.aten.native_batch_norm(
-        x, None, None, bn.running_mean, bn.running_var, bn.training, momentum, bn.eps
-    )
+    if first.training:
+        for bn in bns:
+            bn.num_batches_tracked.add_(1)
+        momentum = _momentum(bns)
+    mean, var = _joined(bns, "running_mean"), _joined(bns, "running_var")
+    if (
+        first.training
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.numel() >= REDUCED_BN_MIN_SIZE
+    ):
+        result = _batch_norm_reduced(x, mean, var, momentum, first.eps)
+    else:
+        result = torch.ops.aten.native_batch_norm(
+            x, None, None, mean, var, first.training, momentum, first.eps
+        )
+    if first.training and len(bns) > 1 and mean is not None and var is not None:
+        sizes = [bn.num_features // 2 for bn in bns]
+        for name, joined in (("running_mean", mean), ("running_var", var)):
+            for bn, part in zip(bns, joined.view(2, -1).split(sizes, 1), strict=True):
+                getattr(bn, name).view(2, -1).copy_(part)
+    return result
+
+
+def _momentum(bns: Sequence[nn.BatchNorm2d]) -> float:
+    """The momentum of a training-mode update of ``bns`` (after counting it), which must agree."""
+    values = {
+        bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        for bn in bns
+    }
+    if len(values) > 1:
+        raise ValueError(f"joined BatchNorms must update alike; their momenta are {values}")
+    return values.pop()
+
+
+def _joined(bns: Sequence[nn.BatchNorm2d], name: str) -> torch.Tensor | None:
+    """The running statistic ``name`` of ``bns`` in the joined channel layout (see
+    :func:`_batch_norm_forward`): ``bns[0]``'s own tensor for one module, else a copy."""
+    tensors = [getattr(bn, name) for bn in bns]
+    if len(tensors) == 1 or tensors[0] is None:
+        return tensors[0]
+    return torch.cat([t.view(2, -1) for t in tensors], 1).view(-1)
 
 
 #: Training-mode BatchNorm of a float32 CPU tensor with at least this many elements takes its
@@ -317,7 +358,7 @@ def _constant(value: float, size: int, dtype: torch.dtype, device: torch.device)
 
 
 def _batch_norm_backward(
-    bn: nn.BatchNorm2d,
+    bns: Sequence[nn.BatchNorm2d],
     training: bool,
     grad: torch.Tensor,
     out: torch.Tensor,
@@ -344,11 +385,11 @@ def _batch_norm_backward(
             grad, out, weight, None, None,
             _constant(0.0, channels, invstd.dtype, out.device),
             _constant(1.0, channels, invstd.dtype, out.device),
-            True, bn.eps, [True, scale is not None, False],
+            True, bns[0].eps, [True, scale is not None, False],
         )  # fmt: skip
         return grad_x, None if scale is None else grad_scale.float()
     # Eval mode: an affine map with the running statistics.
-    weight = (bn.running_var + bn.eps).rsqrt()
+    weight = (_joined(bns, "running_var") + bns[0].eps).rsqrt()
     if scale is None:
         return grad * weight.to(out.dtype).view(1, channels, 1, 1), None
     grad_x = grad * (weight * scale).to(out.dtype).view(1, channels, 1, 1)
@@ -394,10 +435,7 @@ class InputEdges(nn.Module):
         self.atrous_bn = nn.BatchNorm2d(2 * stacked, affine=False)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        params = [getattr(self, name) for name in _PARAMETERS]
-        if torch.is_grad_enabled():
-            return _MixedOps.apply(self, x, weights, *params)
-        return _mixed_forward(self, x, weights, *params)[0]
+        return mixed_ops((self,), (x,), weights)
 
     def op_parameters(self, edge: int, op: str) -> dict[str, torch.Tensor]:
         """The weights of ``op`` on edge ``edge``, named as in ``OPS[op](C, 1, False)`` (views,
@@ -417,54 +455,143 @@ class InputEdges(nn.Module):
         return {}
 
 
-def _repeat_paths(weight: torch.Tensor, paths: int, keep: int) -> torch.Tensor:
-    """``(2, E, *rest)`` -> one copy of each edge's weights per path, in (kernel, path, edge)
-    order, flattened up to the last ``keep`` dims: ``(2 * paths * E * ..., *rest[-keep:])``."""
-    expanded = weight.unsqueeze(1).expand(2, paths, *weight.shape[1:])
-    return expanded.reshape(-1, *weight.shape[-keep:])
+def mixed_ops(
+    readers: Sequence[InputEdges], xs: Sequence[torch.Tensor], weights: torch.Tensor
+) -> torch.Tensor:
+    """What each of ``readers`` computes on its input (``readers[i](xs[i], its op weights)``),
+    in one call, stacked on the path axis: ``(N, sum of their paths, E, C, H, W)``.
+
+    ``weights`` stacks the readers' op weights in ``readers`` order,
+    ``(len(readers) * E, len(PRIMITIVES))``. The readers must agree on ``edges`` and
+    ``channels``; each keeps its own weights and BatchNorm statistics. Every call has a fixed
+    cost of a few hundred tensor ops, which dominates on the supernet's small maps, so a cell
+    runs its ``prev`` and ``prev_prev`` edges in one call.
+    """
+    first = readers[0]
+    for reader, x in zip(readers, xs, strict=True):
+        if (reader.edges, reader.channels) != (first.edges, first.channels):
+            raise ValueError(
+                f"readers of {reader.edges} edges of {reader.channels} channels and of "
+                f"{first.edges} edges of {first.channels} channels cannot run as one call"
+            )
+        if x.dim() != 4 or x.shape[1] != reader.paths * reader.channels:
+            raise ValueError(
+                f"an input of shape {tuple(x.shape)} for a reader of {reader.paths} paths of "
+                f"{reader.channels} channels: expected (N, {reader.paths * reader.channels}, H, W)"
+            )
+    params = [getattr(reader, name) for reader in readers for name in _PARAMETERS]
+    if torch.is_grad_enabled():
+        return _MixedOps.apply(tuple(readers), *xs, weights, *params)
+    return _mixed_forward(tuple(readers), xs, weights, *params)[0]
+
+
+# Joined readers (:func:`mixed_ops`) line their inputs' paths up as ``units``: each reader's
+# paths in ``readers`` order, one entry per reader in ``units`` (its path count). Every stacked
+# channel axis below is laid out (kernel, unit, edge, channel); each unit uses its reader's weights.
+
+
+def _per_unit(weights: Sequence[torch.Tensor], units: tuple[int, ...], keep: int) -> torch.Tensor:
+    """``(2, E, *rest)`` per reader -> each reader's weights once per unit of it, in (kernel,
+    unit, edge) order, flattened up to the last ``keep`` dims:
+    ``(2 * U * E * ..., *rest[-keep:])``."""
+    parts = [w.unsqueeze(1).expand(2, u, *w.shape[1:]) for w, u in zip(weights, units, strict=True)]
+    joined = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    return joined.reshape(-1, *joined.shape[-keep:])
+
+
+def _by_reader(t: torch.Tensor, units: tuple[int, ...], dim: int) -> tuple[torch.Tensor, ...]:
+    """``t``'s runs of units along ``dim``, one per reader (views)."""
+    return (t,) if len(units) == 1 else t.split(units, dim)
+
+
+def _reader_sums(t: torch.Tensor, units: tuple[int, ...], dim: int) -> list[torch.Tensor]:
+    """Per reader, the sum of ``t`` over its units along ``dim`` (new contiguous tensors)."""
+    return [part.sum(dim) for part in _by_reader(t, units, dim)]
+
+
+@functools.lru_cache(maxsize=16)
+def _unit_readers(units: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The reader of each unit, ``(U,)``."""
+    return torch.tensor([i for i, u in enumerate(units) for _ in range(u)], device=device)
+
+
+def _unit_columns(weights: torch.Tensor, units: tuple[int, ...]) -> torch.Tensor:
+    """Op weights ``(readers * E, ops)`` -> per op, unit and edge, ``(ops, U, E)``; for one
+    reader ``(ops, 1, E)``, broadcast over its paths."""
+    ops = weights.shape[1]
+    if len(units) == 1:
+        return weights.t().contiguous().view(ops, 1, -1)
+    per_reader = weights.view(len(units), -1, ops).permute(2, 0, 1)  # (ops, readers, E)
+    return per_reader.index_select(1, _unit_readers(units, weights.device))
+
+
+def _spans(units: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(first unit, units)`` of each reader."""
+    starts = [sum(units[:i]) for i in range(len(units))]
+    return list(zip(starts, units, strict=True))
 
 
 def _pointwise_forward(
-    y: torch.Tensor, weight: torch.Tensor, paths: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pointwise convs of ``y`` ``(N, 2*P*E*C, H, W)`` (layout kernel, path, edge, channel)
-    with ``weight`` ``(2*E, C, C)``, shared by the paths, as one batched matmul (on CPU a grouped
-    1x1 conv falls back to one call per group). Returns the output and the input in the layout
-    that :func:`_pointwise_backward` takes."""
+    y: torch.Tensor, weights: Sequence[torch.Tensor], units: tuple[int, ...]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The pointwise convs of ``y`` ``(N, 2*U*E*C, H, W)`` (layout kernel, unit, edge, channel)
+    with each reader's ``(2*E, C, C)`` weights, shared by its units, as batched matmuls (on
+    CPU a grouped 1x1 conv falls back to one call per group). Returns the output and the
+    input in the layout that :func:`_pointwise_backward` takes."""
     n, g, h, w = y.shape
-    c = weight.shape[-1]
-    e = weight.shape[0] // 2
+    c = weights[0].shape[-1]
+    e = weights[0].shape[0] // 2
+    u_all = sum(units)
     if c <= h * w:
-        # (2*P*E, C, C) @ (N, 2*P*E, C, H*W), the weights repeated per path.
-        ys = y.view(n, 2 * paths * e, c, h * w)
-        repeated = _repeat_paths(weight.view(2, e, c, c), paths, 2)
-        return torch.matmul(repeated, ys).view(n, g, h, w), ys
+        # (2*U*E, C, C) @ (N, 2*U*E, C, H*W), the weights repeated per unit.
+        ys = y.view(n, 2 * u_all * e, c, h * w)
+        repeated = _per_unit([t.view(2, e, c, c) for t in weights], units, 2)
+        return torch.matmul(repeated, ys).view(n, g, h, w), [ys]
     # Small maps: the weights outweigh the activations, so move the activations instead.
-    ys = y.view(n, 2, paths, e, c, h * w).permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
-    out = torch.bmm(weight, ys).view(2, e, c, paths, n, h * w).permute(4, 0, 3, 1, 2, 5)
-    return out.reshape(n, g, h, w), ys
+    outs, saved = [], []
+    for weight, part in zip(
+        weights, _by_reader(y.view(n, 2, u_all, e, c, h * w), units, 2), strict=True
+    ):
+        ys = part.permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
+        outs.append(torch.bmm(weight, ys).view(2, e, c, part.shape[2], n, h * w))
+        saved.append(ys)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, 3)
+    return out.permute(4, 0, 3, 1, 2, 5).reshape(n, g, h, w), saved
 
 
 def _pointwise_backward(
-    grad: torch.Tensor, ys: torch.Tensor, weight: torch.Tensor, paths: int, weight_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gradients of :func:`_pointwise_forward` for its input and (if ``weight_grad``) weight."""
+    grad: torch.Tensor,
+    saved: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    units: tuple[int, ...],
+    weight_grad: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Gradients of :func:`_pointwise_forward` for its input and (if ``weight_grad``) each
+    reader's weights."""
     n, g, h, w = grad.shape
-    c = weight.shape[-1]
-    e = weight.shape[0] // 2
-    grad_weight = None
+    c = weights[0].shape[-1]
+    e = weights[0].shape[0] // 2
+    u_all = sum(units)
+    grad_weights = None
     if c <= h * w:
-        grad_y = grad.reshape(n, 2 * paths * e, c, h * w)
+        grad_y = grad.reshape(n, 2 * u_all * e, c, h * w)
         if weight_grad:
-            per_path = torch.matmul(grad_y, ys.transpose(-1, -2)).sum(0)
-            grad_weight = per_path.view(2, paths, e, c, c).sum(1).view(2 * e, c, c)
-        repeated = _repeat_paths(weight.view(2, e, c, c), paths, 2)
-        return torch.matmul(repeated.transpose(-1, -2), grad_y).view(n, g, h, w), grad_weight
-    grad_y = grad.reshape(n, 2, paths, e, c, h * w).permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
-    if weight_grad:
-        grad_weight = torch.bmm(grad_y, ys.transpose(1, 2))
-    grad_in = torch.bmm(weight.transpose(1, 2), grad_y).view(2, e, c, paths, n, h * w)
-    return grad_in.permute(4, 0, 3, 1, 2, 5).reshape(n, g, h, w), grad_weight
+            per_unit = torch.matmul(grad_y, saved[0].transpose(-1, -2)).sum(0)
+            sums = _reader_sums(per_unit.view(2, u_all, e, c, c), units, 1)
+            grad_weights = [t.view(2 * e, c, c) for t in sums]
+        repeated = _per_unit([t.view(2, e, c, c) for t in weights], units, 2)
+        return torch.matmul(repeated.transpose(-1, -2), grad_y).view(n, g, h, w), grad_weights
+    grad_weights = [] if weight_grad else None
+    grads_in = []
+    parts = _by_reader(grad.reshape(n, 2, u_all, e, c, h * w), units, 2)
+    for weight, ys, part in zip(weights, saved, parts, strict=True):
+        grad_y = part.permute(1, 3, 4, 2, 0, 5).reshape(2 * e, c, -1)
+        if grad_weights is not None:
+            grad_weights.append(torch.bmm(grad_y, ys.transpose(1, 2)))
+        grad_in = torch.bmm(weight.transpose(1, 2), grad_y)
+        grads_in.append(grad_in.view(2, e, c, part.shape[2], n, h * w))
+    grad_in = grads_in[0] if len(grads_in) == 1 else torch.cat(grads_in, 3)
+    return grad_in.permute(4, 0, 3, 1, 2, 5).reshape(n, g, h, w), grad_weights
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -517,157 +644,194 @@ def _paths_on_batch(r: torch.Tensor, paths: int) -> torch.Tensor:
     return r.view(n, paths, -1, h, w).transpose(0, 1).reshape(-1, r.shape[1] // paths, h, w)
 
 
-def _mixed_forward(
-    module: InputEdges, x: torch.Tensor, weights: torch.Tensor, *params: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
-    """``module``'s forward with ``params`` (in ``_PARAMETERS`` order), as plain tensor ops.
+def _parameter_names(readers: int) -> list[str]:
+    """The names under which :func:`_mixed_forward` saves the readers' parameters."""
+    return [f"{name}.{i}" for i in range(readers) for name in _PARAMETERS]
 
-    Returns the output ``(N, P, E, C, H, W)``, the tensors :func:`_mixed_backward` needs and
+
+def _mixed_forward(
+    readers: tuple[InputEdges, ...],
+    xs: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    *params: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
+    """:func:`mixed_ops`'s forward with ``params`` (each reader's, in ``_PARAMETERS`` order),
+    as plain tensor ops.
+
+    Returns the output ``(N, U, E, C, H, W)``, the tensors :func:`_mixed_backward` needs and
     the facts it needs about them. Updates the BatchNorm running statistics in training mode.
     """
-    dtype = _compute_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
+    dtype = _compute_dtype(xs[0])
+    with torch.autocast(xs[0].device.type, enabled=False):
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
         out, saved, info = _mixed_forward_in(
-            module, x.to(dtype), weights, *(t.to(dtype) for t in params)
+            readers, x.to(dtype), weights, *(t.to(dtype) for t in params)
         )
     # The parameters themselves (no copy, in any dtype); the backward converts them again and
     # rebuilds everything derived from them.
-    saved.update(zip(_PARAMETERS, params, strict=True))
+    saved.update(zip(_parameter_names(len(readers)), params, strict=True))
     return out, saved, info
 
 
+def _training_modes(readers: tuple[InputEdges, ...]) -> tuple[bool, bool, bool]:
+    """Whether each of the three BatchNorms (both separable units, atrous) is in training mode,
+    which must agree across ``readers``."""
+    modes = {tuple(bn.training for bn in (*r.sep_bn, r.atrous_bn)) for r in readers}
+    if len(modes) > 1:
+        raise ValueError(f"readers run as one call must agree on BatchNorm modes, got {modes}")
+    return modes.pop()
+
+
 def _mixed_forward_in(
-    module: InputEdges, x: torch.Tensor, weights: torch.Tensor, *params: torch.Tensor
+    readers: tuple[InputEdges, ...], x: torch.Tensor, weights: torch.Tensor, *params: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
-    """:func:`_mixed_forward` with ``x`` and ``params`` in the dtype to compute in."""
+    """:func:`_mixed_forward` with ``x`` (the inputs joined on channels) and ``params`` in the
+    dtype to compute in."""
     n, _, h, w = x.shape
-    p, e, c = module.paths, module.edges, module.channels
+    units = tuple(r.paths for r in readers)
+    u_all, e, c = sum(units), readers[0].edges, readers[0].channels
+    by_reader = [
+        params[i * len(_PARAMETERS) : (i + 1) * len(_PARAMETERS)] for i in range(len(units))
+    ]
     dtype = x.dtype
+    training = _training_modes(readers)
     saved: dict[str, torch.Tensor] = {"x": x, "weights": weights}
     r = F.relu(x)
 
-    # Both separable convs, layout (kernel, path, edge, channel) on the channel axis, on the
+    # Both separable convs, layout (kernel, unit, edge, channel) on the channel axis, on the
     # live taps of the 5x5 for this map.
     kh, kw = _live_size(5, 1, h, w)
-    # (unit, kernel, E, C, 1, kh, kw) and (unit, kernel * E, C, C)
-    depthwise, pointwise = _separable_weights(params, kh, kw)
-    y = r.view(n, 1, p, 1, c, h, w).expand(n, 2, p, e, c, h, w).reshape(n, 2 * p * e * c, h, w)
+    # per reader: (unit, kernel, E, C, 1, kh, kw) and (unit, kernel * E, C, C)
+    depthwise, pointwise = zip(*(_separable_weights(p, kh, kw) for p in by_reader), strict=True)
+    y = r.view(n, 1, u_all, 1, c, h, w).expand(n, 2, u_all, e, c, h, w)
+    y = y.reshape(n, 2 * u_all * e * c, h, w)
     for unit in range(2):
         if unit:
             y = F.relu(y)
-        d = _depthwise_forward(y, _repeat_paths(depthwise[unit], p, 3))
-        q, saved[f"pointwise_in{unit}"] = _pointwise_forward(d, pointwise[unit], p)
-        y, _, saved[f"invstd{unit}"] = _batch_norm_forward(module.sep_bn[unit], q)
+        d = _depthwise_forward(y, _per_unit([t[unit] for t in depthwise], units, 3))
+        q, inputs = _pointwise_forward(d, [t[unit] for t in pointwise], units)
+        saved.update((f"pointwise_in{unit}.{i}", t) for i, t in enumerate(inputs))
+        y, _, saved[f"invstd{unit}"] = _batch_norm_forward(
+            [reader.sep_bn[unit] for reader in readers], q
+        )
         saved[f"bn_out{unit}"] = y  # the backward needs only BN's output (see there)
-    sep = y.view(n, 2, p, e, c * h * w)
+    sep = y.view(n, 2, u_all, e, c * h * w)
 
     # Dense atrous convs: paths go on the batch axis, so the big (E*C, C, k, k) weights are
-    # used as they are (repeating them per path would dominate the step's memory); BN still
-    # sees (kernel, path, edge, channel) on the channel axis. Only the live taps run, in one
-    # call for both kernels where :func:`merge_atrous` says so.
-    xb = _paths_on_batch(r, p)
-    merged = merge_atrous(p, n, h, w, e, c)
-    atrous_weights = _atrous_weights(params, h, w, merged)
-    if merged:
-        a = _atrous_forward(xb, atrous_weights[0]).view(p, n, 2, e * c, h, w)
-        qa = a.permute(1, 2, 0, 3, 4, 5).reshape(n, 2 * p * e * c, h, w)
-    else:  # each kernel's output copied straight into its place
-        qa = x.new_empty(n, 2, p, e * c, h, w)
+    # used as they are (repeating them per path would dominate the step's memory), one batch
+    # per reader; BN still sees (kernel, unit, edge, channel) on the channel axis. Only the
+    # live taps run, in one call for both kernels where :func:`merge_atrous` says so. Each
+    # output is copied straight into its place.
+    merged = merge_atrous(u_all, n, h, w, e, c)
+    qa = x.new_empty(n, 2, u_all, e * c, h, w)
+    for (first, u), p in zip(_spans(units), by_reader, strict=True):
+        xb = _paths_on_batch(r[:, first * c : (first + u) * c], u)
+        atrous_weights = _atrous_weights(p, h, w, merged)
+        if merged:
+            a = _atrous_forward(xb, atrous_weights[0]).view(u, n, 2, e * c, h, w)
+            qa[:, :, first : first + u].copy_(a.permute(1, 2, 0, 3, 4, 5))
+            continue
         for k, weight in enumerate(atrous_weights):
-            qa[:, k].copy_(_atrous_forward(xb, weight).view(p, n, e * c, h, w).transpose(0, 1))
-        qa = qa.view(n, 2 * p * e * c, h, w)
-    atrous, _, saved["invstd_atrous"] = _batch_norm_forward(module.atrous_bn, qa)
+            a = _atrous_forward(xb, weight).view(u, n, e * c, h, w)
+            qa[:, k, first : first + u].copy_(a.transpose(0, 1))
+    atrous, _, saved["invstd_atrous"] = _batch_norm_forward(
+        [reader.atrous_bn for reader in readers], qa.view(n, 2 * u_all * e * c, h, w)
+    )
     saved["bn_out_atrous"] = atrous
-    atrous = atrous.view(n, 2, p, e, c * h * w)
+    atrous = atrous.view(n, 2, u_all, e, c * h * w)
 
     # Weight-free ops: once per input, shared by every edge.
     _, max_pool, _, avg_pool = _pools(x)
 
     # sum_k weights[e, k] * op_k, accumulated in place; `none` adds nothing.
-    columns = weights.to(dtype).t().contiguous()  # (ops, E)
+    columns = _unit_columns(weights.to(dtype), units)  # (ops, U or 1, E)
 
     def column(op: str) -> torch.Tensor:
-        return columns[_I[op]].view(1, 1, e, 1)
+        return columns[_I[op]].view(1, -1, e, 1)
 
     out = sep[:, 0] * column("sep_conv_3x3")
     out.addcmul_(sep[:, 1], column("sep_conv_5x5"))
     out.addcmul_(atrous[:, 0], column("atrous_conv_3x3"))
     out.addcmul_(atrous[:, 1], column("atrous_conv_5x5"))
     for op, free in (("max_pool_3x3", max_pool), ("avg_pool_3x3", avg_pool), ("skip_connect", x)):
-        out.addcmul_(free.view(n, p, 1, c * h * w), column(op))
-    info = {
-        "merged": merged,
-        "taps": (kh, kw),
-        "training": tuple(bn.training for bn in (*module.sep_bn, module.atrous_bn)),
-    }
-    return out.view(n, p, e, c, h, w), saved, info
+        out.addcmul_(free.view(n, u_all, 1, c * h * w), column(op))
+    info = {"merged": merged, "taps": (kh, kw), "training": training, "units": units}
+    return out.view(n, u_all, e, c, h, w), saved, info
 
 
 def _mixed_backward(
-    module: InputEdges,
+    readers: tuple[InputEdges, ...],
     saved: dict[str, torch.Tensor],
     info: dict[str, object],
     grad: torch.Tensor,
     params_grad: bool = True,
 ) -> list[torch.Tensor | None]:
-    """Gradients of :func:`_mixed_forward` for ``x``, ``weights`` and (if ``params_grad``; the
-    architecture step needs none) the parameters."""
-    n, p, e, c, h, w = grad.shape
+    """Gradients of :func:`_mixed_forward` for the joined ``x``, ``weights`` and (if
+    ``params_grad``; the architecture step needs none) each reader's parameters."""
+    n, u_all, e, c, h, w = grad.shape
+    units: tuple[int, ...] = info["units"]
     x = saved["x"]
-    g = grad.to(x.dtype).reshape(n, p, e, c * h * w)
-    columns = saved["weights"].to(x.dtype).t().contiguous()  # (ops, E)
+    g = grad.to(x.dtype).reshape(n, u_all, e, c * h * w)
+    columns = _unit_columns(saved["weights"].to(x.dtype), units)  # (ops, U or 1, E)
     train_sep0, train_sep1, train_atrous = info["training"]
     kh, kw = info["taps"]
 
     # Gradient of the op weights: <grad, op_k output> per edge. The weight-free ops' come from
     # their outputs; the convs' from their BatchNorm backward (see _batch_norm_backward).
-    by_path = g.view(n * p, e, c * h * w)
+    by_path = g.view(n * u_all, e, c * h * w)
     x_last, max_pool, max_indices, avg_pool = _pools(x)
     # The weight-free ops are adjacent rows of PRIMITIVES: one product with ``g`` each for
     # their op weights' gradients and for d loss / d op output (summed over edges).
     free = slice(_I["max_pool_3x3"], _I["skip_connect"] + 1)
-    # Stacked as whole maps, (N*P, 3, C*H*W), and read transposed by the product: a stack along
+    # Stacked as whole maps, (N*U, 3, C*H*W), and read transposed by the product: a stack along
     # a last dim of 3 writes one float at a time, 3-6x slower.
-    outputs = torch.stack([t.reshape(n * p, c * h * w) for t in (max_pool, avg_pool, x)], dim=1)
+    outputs = torch.stack([t.reshape(n * u_all, c * h * w) for t in (max_pool, avg_pool, x)], 1)
+    free_sums = torch.bmm(by_path, outputs.transpose(1, 2)).view(n, u_all, e, 3)
+    groups = len(units)
     grad_weights = [
-        torch.zeros(e, 1, dtype=torch.float32, device=x.device),  # `none`
-        torch.bmm(by_path, outputs.transpose(1, 2)).sum(0, dtype=torch.float32),
+        torch.zeros(groups, e, 1, dtype=torch.float32, device=x.device),  # `none`
+        torch.stack(_reader_sums(free_sums.sum(0, dtype=torch.float32), units, 0)),
     ]
-    grad_free = torch.matmul(columns[free], by_path).view(n, p, 3, c, h, w)
+    grad_free = torch.matmul(columns[free].transpose(0, 1), g).view(n, u_all, 3, c, h, w)
 
     def pool_grad(k: int) -> torch.Tensor:  # into channels_last, as the pool kernels take it
-        return torch.empty_like(x_last).view(n, p, c, h, w).copy_(grad_free[:, :, k])
+        return torch.empty_like(x_last).view(n, u_all, c, h, w).copy_(grad_free[:, :, k])
 
     grad_max = torch.ops.aten.max_pool2d_with_indices_backward(
-        pool_grad(0).view(n, p * c, h, w),
+        pool_grad(0).view(n, u_all * c, h, w),
         x_last, [3, 3], [1, 1], [1, 1], [1, 1], False, max_indices,
     )  # fmt: skip
     grad_avg = torch.ops.aten.avg_pool2d_backward(
-        pool_grad(1).view(n, p * c, h, w),
+        pool_grad(1).view(n, u_all * c, h, w),
         x_last, [3, 3], [1, 1], [1, 1], False, False, None,
     )  # fmt: skip
 
     # The conv ops' outputs all get ``g``, each scaled by its edge's op weight: one copy of
-    # ``g`` per kernel, ``(N, 2*P*E*C, H, W)``, and the scales per channel go to the BN backward.
-    g2 = g.unsqueeze(1).expand(n, 2, p, e, c * h * w).reshape(n, 2 * p * e * c, h, w)
+    # ``g`` per kernel, ``(N, 2*U*E*C, H, W)``, and the scales per channel go to the BN backward.
+    g2 = g.unsqueeze(1).expand(n, 2, u_all, e, c * h * w).reshape(n, 2 * u_all * e * c, h, w)
 
-    def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*P*E*C,); the ops' rows are adjacent
-        pair = columns[_I[ops[0]] : _I[ops[1]] + 1].view(2, 1, e, 1)
-        return pair.expand(2, p, e, c).reshape(-1)
+    def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*U*E*C,); the ops' rows are adjacent
+        pair = columns[_I[ops[0]] : _I[ops[1]] + 1].unsqueeze(-1)  # (2, U or 1, E, 1)
+        return pair.expand(2, u_all, e, c).reshape(-1)
 
-    def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*P*E*C,) -> (E, 2)
-        return channel_sums.view(2, p, e, c).sum((1, 3)).t()
+    def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*U*E*C,) -> (readers, E, 2)
+        sums = _reader_sums(channel_sums.view(2, u_all, e, c).sum(3), units, 1)
+        return torch.stack(sums, 1).permute(1, 2, 0)
 
     # Separable convs, unit 1 then unit 0.
-    params = tuple(saved[name].to(x.dtype) for name in _PARAMETERS)
-    depthwise, pointwise = _separable_weights(params, kh, kw)
+    params = [saved[name].to(x.dtype) for name in _parameter_names(groups)]
+    size = len(_PARAMETERS)
+    by_reader = [params[i * size : (i + 1) * size] for i in range(groups)]
+    depthwise, pointwise = zip(*(_separable_weights(p, kh, kw) for p in by_reader), strict=True)
     r = F.relu(x)
     grad_y = g2
-    grad_depthwise, grad_pointwise = [], []
+    # per reader, per unit: (kernel, E, C, 1, kh, kw) and (kernel, E, C, C, 1, 1)
+    grad_depthwise: list[list[torch.Tensor]] = [[] for _ in range(groups)]
+    grad_pointwise: list[list[torch.Tensor]] = [[] for _ in range(groups)]
     for unit, training in ((1, train_sep1), (0, train_sep0)):
         out = saved[f"bn_out{unit}"]
         grad_q, sums = _batch_norm_backward(
-            module.sep_bn[unit],
+            [reader.sep_bn[unit] for reader in readers],
             training,
             grad_y,
             out,
@@ -676,29 +840,34 @@ def _mixed_backward(
         )
         if unit:
             grad_weights.append(per_edge(sums))
+        # One saved input for all readers, or one per reader (see _pointwise_forward).
+        inputs = [saved[name] for name in saved if name.startswith(f"pointwise_in{unit}.")]
         grad_d, grad_pw = _pointwise_backward(
-            grad_q, saved[f"pointwise_in{unit}"], pointwise[unit], p, params_grad
+            grad_q, inputs, [t[unit] for t in pointwise], units, params_grad
         )
         y = None  # the depthwise conv's input, for its weight gradient
         if params_grad and unit:
             y = F.relu(saved["bn_out0"])
         elif params_grad:
-            y = r.view(n, 1, p, 1, c, h, w).expand(n, 2, p, e, c, h, w)
-            y = y.reshape(n, 2 * p * e * c, h, w)
-        grad_y, grad_dw = _depthwise_backward(grad_d, y, _repeat_paths(depthwise[unit], p, 3))
+            y = r.view(n, 1, u_all, 1, c, h, w).expand(n, 2, u_all, e, c, h, w)
+            y = y.reshape(n, 2 * u_all * e * c, h, w)
+        weight = _per_unit([t[unit] for t in depthwise], units, 3)
+        grad_y, grad_dw = _depthwise_backward(grad_d, y, weight)
         if unit:
             grad_y = torch.ops.aten.threshold_backward(grad_y, saved["bn_out0"], 0)
-        if params_grad:  # per unit: (kernel, E, C, 1, kh, kw) and (kernel, E, C, C, 1, 1)
-            grad_depthwise.insert(0, grad_dw.view(2, p, e, c, 1, kh, kw).sum(1))
-            grad_pointwise.insert(0, grad_pw.view(2, e, c, c, 1, 1))
+        if params_grad:
+            sums = _reader_sums(grad_dw.view(2, u_all, e, c, 1, kh, kw), units, 1)
+            for i in range(groups):
+                grad_depthwise[i].insert(0, sums[i])
+                grad_pointwise[i].insert(0, grad_pw[i].view(2, e, c, c, 1, 1))
     # Sum over kernels and edges: one sum over both is 10-20x slower on a CPU (a strided
     # reduction) than adding the two kernels' halves and then summing the edges.
-    halves = grad_y.view(n, 2, p, e, c * h * w)
-    grad_r = (halves[:, 0] + halves[:, 1]).sum(2).view(n, p, c, h, w)
+    halves = grad_y.view(n, 2, u_all, e, c * h * w)
+    grad_r = (halves[:, 0] + halves[:, 1]).sum(2).view(n, u_all, c, h, w)
 
     # Atrous convs.
     grad_qa, sums = _batch_norm_backward(
-        module.atrous_bn,
+        [reader.atrous_bn for reader in readers],
         train_atrous,
         g2,
         saved["bn_out_atrous"],
@@ -706,52 +875,63 @@ def _mixed_backward(
         scales(("atrous_conv_3x3", "atrous_conv_5x5")),
     )
     grad_weights.append(per_edge(sums))
-    grad_weights = torch.cat(grad_weights, dim=1).to(saved["weights"].dtype)
-    grad_a = grad_qa.view(n, 2, p, e * c, h, w)
-    xb = _paths_on_batch(r, p)
-    atrous_weights = _atrous_weights(params, h, w, info["merged"])
-    if info["merged"]:
-        grad_a = grad_a.permute(2, 0, 1, 3, 4, 5).reshape(p * n, 2 * e * c, h, w)
-        grad_xb, grad_atrous = _atrous_backward(grad_a, xb, atrous_weights[0], params_grad)
-        if params_grad:
-            grad_w3, grad_w5 = grad_atrous.split(e * c)
-    else:  # one copy per kernel, into the (path, image) batch order of the convs
-        per_kernel = [grad_a[:, k].transpose(0, 1).reshape(p * n, e * c, h, w) for k in (0, 1)]
-        w3, w5 = atrous_weights
-        grad_xb, grad_w3 = _atrous_backward(per_kernel[0], xb, w3, params_grad)
-        grad_xb5, grad_w5 = _atrous_backward(per_kernel[1], xb, w5, params_grad)
-        grad_xb = grad_xb + grad_xb5
-    grad_r = grad_r + grad_xb.view(p, n, c, h, w).transpose(0, 1)
-    grad_x = torch.ops.aten.threshold_backward(grad_r.reshape(n, p * c, h, w), x, 0)
-    grad_x.view(n, p, c, h, w).add_(grad_free[:, :, 2])  # skip_connect
+    grad_weights = torch.cat(grad_weights, 2).view(groups * e, -1).to(saved["weights"].dtype)
+    grad_a = grad_qa.view(n, 2, u_all, e * c, h, w)
+    grad_atrous = []
+    for (first, u), p in zip(_spans(units), by_reader, strict=True):
+        xb = _paths_on_batch(r[:, first * c : (first + u) * c], u)
+        atrous_weights = _atrous_weights(p, h, w, info["merged"])
+        part = grad_a[:, :, first : first + u]
+        if info["merged"]:
+            part = part.permute(2, 0, 1, 3, 4, 5).reshape(u * n, 2 * e * c, h, w)
+            grad_xb, grad_both = _atrous_backward(part, xb, atrous_weights[0], params_grad)
+            grad_atrous.append(grad_both.split(e * c) if params_grad else None)
+        else:  # one copy per kernel, into the (path, image) batch order of the convs
+            per_kernel = [part[:, k].transpose(0, 1).reshape(u * n, e * c, h, w) for k in (0, 1)]
+            w3, w5 = atrous_weights
+            grad_xb, grad_w3 = _atrous_backward(per_kernel[0], xb, w3, params_grad)
+            grad_xb5, grad_w5 = _atrous_backward(per_kernel[1], xb, w5, params_grad)
+            grad_xb = grad_xb + grad_xb5
+            grad_atrous.append((grad_w3, grad_w5))
+        grad_r[:, first : first + u] += grad_xb.view(u, n, c, h, w).transpose(0, 1)
+    grad_x = torch.ops.aten.threshold_backward(grad_r.view(n, u_all * c, h, w), x, 0)
+    grad_x.view(n, u_all, c, h, w).add_(grad_free[:, :, 2])  # skip_connect
     grad_x.add_(grad_max).add_(grad_avg)
     if not params_grad:
-        return [grad_x, grad_weights, *[None] * len(_PARAMETERS)]
+        return [grad_x, grad_weights, *[None] * (groups * size)]
 
-    # Stacked kernel-major, so each kernel's gradient is contiguous in its parameter's layout:
-    # autograd then keeps it as the parameter's ``.grad`` instead of copying it.
-    grad_depthwise = torch.stack(grad_depthwise, dim=1)  # (kernel, unit, E, C, 1, kh, kw)
-    grad_pointwise = torch.stack(grad_pointwise, dim=1)  # (kernel, unit, E, C, C, 1, 1)
-    grad_params = [
-        _fit(grad_depthwise[0], 3, 3),
-        grad_pointwise[0],
-        _fit(grad_depthwise[1], 5, 5),
-        grad_pointwise[1],
-        _fit(grad_w3.view(e, c, c, *grad_w3.shape[-2:]), 3, 3),
-        _fit(grad_w5.view(e, c, c, *grad_w5.shape[-2:]), 5, 5),
-    ]
+    grad_params = []
+    for i in range(groups):
+        # Stacked kernel-major, so each kernel's gradient is contiguous in its parameter's
+        # layout: autograd then keeps it as the parameter's ``.grad`` instead of copying it.
+        dw = torch.stack(grad_depthwise[i], dim=1)  # (kernel, unit, E, C, 1, kh, kw)
+        pw = torch.stack(grad_pointwise[i], dim=1)  # (kernel, unit, E, C, C, 1, 1)
+        grad_w3, grad_w5 = grad_atrous[i]
+        grad_params += [
+            _fit(dw[0], 3, 3),
+            pw[0],
+            _fit(dw[1], 5, 5),
+            pw[1],
+            _fit(grad_w3.view(e, c, c, *grad_w3.shape[-2:]), 3, 3),
+            _fit(grad_w5.view(e, c, c, *grad_w5.shape[-2:]), 5, 5),
+        ]
     return [grad_x, grad_weights, *grad_params]
 
 
 class _MixedOps(torch.autograd.Function):
-    """:class:`InputEdges`'s forward with a hand-written backward (:func:`_mixed_backward`).
+    """:func:`mixed_ops`'s forward with a hand-written backward (:func:`_mixed_backward`).
+    Inputs: the readers, their inputs, the stacked op weights, their parameters.
     First-order only: the search needs no double backward."""
 
     @staticmethod
-    def forward(ctx, module: InputEdges, x: torch.Tensor, weights: torch.Tensor, *params):
-        out, saved, info = _mixed_forward(module, x, weights, *params)
-        ctx.module, ctx.info, ctx.names = module, info, list(saved)
-        ctx.dtypes = [x.dtype, *(t.dtype for t in params)]
+    def forward(ctx, readers: tuple[InputEdges, ...], *tensors: torch.Tensor):
+        groups = len(readers)
+        xs, weights, params = tensors[:groups], tensors[groups], tensors[groups + 1 :]
+        out, saved, info = _mixed_forward(readers, xs, weights, *params)
+        ctx.readers, ctx.info, ctx.names = readers, info, list(saved)
+        ctx.x_dtypes = [x.dtype for x in xs]
+        ctx.x_channels = [x.shape[1] for x in xs]
+        ctx.param_dtypes = [t.dtype for t in params]
         ctx.save_for_backward(*saved.values())
         return out
 
@@ -760,13 +940,15 @@ class _MixedOps(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         saved = dict(zip(ctx.names, ctx.saved_tensors, strict=True))
         # Parameter gradients are skipped where no parameter needs one (the architecture step
-        # freezes the weights); x and the op weights always get theirs.
-        params_grad = any(ctx.needs_input_grad[3:])
+        # freezes the weights); the inputs and the op weights always get theirs.
+        params_grad = any(ctx.needs_input_grad[len(ctx.readers) + 2 :])
         with torch.autocast(grad.device.type, enabled=False):
-            grads = _mixed_backward(ctx.module, saved, ctx.info, grad.contiguous(), params_grad)
+            grads = _mixed_backward(ctx.readers, saved, ctx.info, grad.contiguous(), params_grad)
         grad_x, grad_weights, *grad_params = grads
+        grad_xs = grad_x.split(ctx.x_channels, 1) if len(ctx.readers) > 1 else (grad_x,)
+        grad_xs = [t.to(dtype) for t, dtype in zip(grad_xs, ctx.x_dtypes, strict=True)]
         grad_params = [
             None if t is None else t.to(dtype)
-            for t, dtype in zip(grad_params, ctx.dtypes[1:], strict=True)
+            for t, dtype in zip(grad_params, ctx.param_dtypes, strict=True)
         ]
-        return None, grad_x.to(ctx.dtypes[0]), grad_weights, *grad_params
+        return None, *grad_xs, grad_weights, *grad_params

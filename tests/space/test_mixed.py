@@ -1,3 +1,4 @@
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -261,3 +262,54 @@ def test_input_edges_keep_five_activations_and_no_weight_copies(h, merge, mode, 
     out.float().sum().backward()  # and the backward rebuilds the rest
     assert x.grad is not None and weights.grad is not None
     assert all(param.grad is not None for param in module.parameters())
+
+
+@pytest.mark.parametrize("merge", [True, False])
+@pytest.mark.parametrize("size", [1, 2, 4, 5])
+@pytest.mark.parametrize("mode", ["train", "eval", "frozen"])
+def test_joined_readers_compute_what_each_computes_alone(size, merge, mode, monkeypatch):
+    # A cell's prev (P paths) and prev_prev (one path) readers run as one call with their own
+    # weights and BatchNorm statistics. 8 channels: per-reader pointwise matmuls on 1x1 and 2x2
+    # maps (C > H*W), one matmul for both from 4x4; matrix depthwise convs up to 2x2.
+    monkeypatch.setattr(mixed, "ATROUS_MERGE_MAX_EXTRA_FLOPS", float("inf") if merge else 0.0)
+    torch.manual_seed(0)
+    c, e = 8, 3
+    readers = [InputEdges(c, e, paths=2), InputEdges(c, e, paths=1)]
+    for bn in (m for r in readers for m in r.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.normal_()  # statistics that differ per channel, for eval mode
+        bn.running_var.uniform_(0.5, 2.0)
+    alone = copy.deepcopy(readers)
+    for module in (*readers, *alone):
+        module.train(mode != "eval").requires_grad_(mode != "frozen")
+    xs = [torch.randn(2, u * c, size, size, requires_grad=True) for u in (2, 1)]
+    weights = [torch.softmax(torch.randn(e, len(PRIMITIVES)), -1).requires_grad_() for _ in xs]
+    grad_out = torch.randn(2, 3, e, c, size, size)
+
+    def inputs(modules: list[InputEdges]) -> list[torch.Tensor]:
+        params = [t for m in modules for t in m.parameters() if t.requires_grad]
+        return [*xs, *weights, *params]
+
+    for _ in range(2):  # in training mode, the running statistics move alike
+        joined = mixed.mixed_ops(readers, xs, torch.cat(weights))
+        separate = torch.cat([r(x, w) for r, x, w in zip(alone, xs, weights, strict=True)], 1)
+        torch.testing.assert_close(joined, separate, atol=1e-5, rtol=1e-4)
+        ours = torch.autograd.grad(joined, inputs(readers), grad_out)
+        theirs = torch.autograd.grad(separate, inputs(alone), grad_out)
+        assert len(ours) == (4 if mode == "frozen" else 16)
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m, i=i: f"{i}: {m}")
+    for ours_reader, their_reader in zip(readers, alone, strict=True):
+        for (name, a), b in zip(ours_reader.named_buffers(), their_reader.buffers(), strict=True):
+            torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_joined_readers_must_agree_on_edges_channels_inputs_and_modes():
+    a = InputEdges(4, 3, paths=2)
+    weights = torch.softmax(torch.randn(6, len(PRIMITIVES)), -1)
+    x, x1 = torch.randn(2, 8, 3, 3), torch.randn(2, 4, 3, 3)
+    with pytest.raises(ValueError, match="2 edges of 4 channels and of 3 edges"):
+        mixed.mixed_ops([a, InputEdges(4, 2, paths=1)], [x, x1], weights)
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 3, 3\) .* expected \(N, 4, H, W\)"):
+        mixed.mixed_ops([a, InputEdges(4, 3, paths=1)], [x, x], weights)
+    with pytest.raises(ValueError, match="agree on BatchNorm modes"):
+        mixed.mixed_ops([a, InputEdges(4, 3, paths=1).eval()], [x, x1], weights)
