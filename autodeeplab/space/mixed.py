@@ -525,12 +525,6 @@ def _unit_columns(weights: torch.Tensor, units: tuple[int, ...]) -> torch.Tensor
     return per_reader.index_select(1, _unit_readers(units, weights.device))
 
 
-def _spans(units: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``(first unit, units)`` of each reader."""
-    starts = [sum(units[:i]) for i in range(len(units))]
-    return list(zip(starts, units, strict=True))
-
-
 def _pointwise_forward(
     y: torch.Tensor, weights: Sequence[torch.Tensor], units: tuple[int, ...]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -724,16 +718,19 @@ def _mixed_forward_in(
     # output is copied straight into its place.
     merged = merge_atrous(u_all, n, h, w, e, c)
     qa = x.new_empty(n, 2, u_all, e * c, h, w)
-    for (first, u), p in zip(_spans(units), by_reader, strict=True):
-        xb = _paths_on_batch(r[:, first * c : (first + u) * c], u)
+    channel_units = tuple(u * c for u in units)
+    for u, p, r_part, qa_part in zip(
+        units, by_reader, _by_reader(r, channel_units, 1), _by_reader(qa, units, 2), strict=True
+    ):
+        xb = _paths_on_batch(r_part, u)
         atrous_weights = _atrous_weights(p, h, w, merged)
         if merged:
             a = _atrous_forward(xb, atrous_weights[0]).view(u, n, 2, e * c, h, w)
-            qa[:, :, first : first + u].copy_(a.permute(1, 2, 0, 3, 4, 5))
+            qa_part.copy_(a.permute(1, 2, 0, 3, 4, 5))
             continue
         for k, weight in enumerate(atrous_weights):
             a = _atrous_forward(xb, weight).view(u, n, e * c, h, w)
-            qa[:, k, first : first + u].copy_(a.transpose(0, 1))
+            qa_part[:, k].copy_(a.transpose(0, 1))
     atrous, _, saved["invstd_atrous"] = _batch_norm_forward(
         [reader.atrous_bn for reader in readers], qa.view(n, 2 * u_all * e * c, h, w)
     )
@@ -786,11 +783,17 @@ def _mixed_backward(
     # Stacked as whole maps, (N*U, 3, C*H*W), and read transposed by the product: a stack along
     # a last dim of 3 writes one float at a time, 3-6x slower.
     outputs = torch.stack([t.reshape(n * u_all, c * h * w) for t in (max_pool, avg_pool, x)], 1)
-    free_sums = torch.bmm(by_path, outputs.transpose(1, 2)).view(n, u_all, e, 3)
+    free_sums = torch.bmm(by_path, outputs.transpose(1, 2))  # (N*U, E, 3)
     groups = len(units)
+    if groups == 1:
+        free_sums = free_sums.sum(0, dtype=torch.float32)
+    else:
+        per_unit = free_sums.view(n, u_all, e, 3).sum(0, dtype=torch.float32)
+        free_sums = torch.cat(_reader_sums(per_unit, units, 0))
+    # Rows in ``weights``' order (reader, edge).
     grad_weights = [
-        torch.zeros(groups, e, 1, dtype=torch.float32, device=x.device),  # `none`
-        torch.stack(_reader_sums(free_sums.sum(0, dtype=torch.float32), units, 0)),
+        torch.zeros(groups * e, 1, dtype=torch.float32, device=x.device),  # `none`
+        free_sums,
     ]
     grad_free = torch.matmul(columns[free].transpose(0, 1), g).view(n, u_all, 3, c, h, w)
 
@@ -811,12 +814,15 @@ def _mixed_backward(
     g2 = g.unsqueeze(1).expand(n, 2, u_all, e, c * h * w).reshape(n, 2 * u_all * e * c, h, w)
 
     def scales(ops: tuple[str, str]) -> torch.Tensor:  # (2*U*E*C,); the ops' rows are adjacent
-        pair = columns[_I[ops[0]] : _I[ops[1]] + 1].unsqueeze(-1)  # (2, U or 1, E, 1)
+        pair = columns[_I[ops[0]] : _I[ops[1]] + 1].view(2, -1, e, 1)
         return pair.expand(2, u_all, e, c).reshape(-1)
 
-    def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*U*E*C,) -> (readers, E, 2)
-        sums = _reader_sums(channel_sums.view(2, u_all, e, c).sum(3), units, 1)
-        return torch.stack(sums, 1).permute(1, 2, 0)
+    def per_edge(channel_sums: torch.Tensor) -> torch.Tensor:  # (2*U*E*C,) -> (readers*E, 2)
+        per_unit = channel_sums.view(2, u_all, e, c)
+        if groups == 1:
+            return per_unit.sum((1, 3)).t()
+        sums = torch.cat([part.sum((1, 3)) for part in per_unit.split(units, 1)], 1)
+        return sums.t()
 
     # Separable convs, unit 1 then unit 0.
     params = [saved[name].to(x.dtype) for name in _parameter_names(groups)]
@@ -875,13 +881,20 @@ def _mixed_backward(
         scales(("atrous_conv_3x3", "atrous_conv_5x5")),
     )
     grad_weights.append(per_edge(sums))
-    grad_weights = torch.cat(grad_weights, 2).view(groups * e, -1).to(saved["weights"].dtype)
+    grad_weights = torch.cat(grad_weights, 1).to(saved["weights"].dtype)
     grad_a = grad_qa.view(n, 2, u_all, e * c, h, w)
     grad_atrous = []
-    for (first, u), p in zip(_spans(units), by_reader, strict=True):
-        xb = _paths_on_batch(r[:, first * c : (first + u) * c], u)
+    channel_units = tuple(u * c for u in units)
+    for u, p, r_part, part, grad_r_part in zip(
+        units,
+        by_reader,
+        _by_reader(r, channel_units, 1),
+        _by_reader(grad_a, units, 2),
+        _by_reader(grad_r, units, 1),
+        strict=True,
+    ):
+        xb = _paths_on_batch(r_part, u)
         atrous_weights = _atrous_weights(p, h, w, info["merged"])
-        part = grad_a[:, :, first : first + u]
         if info["merged"]:
             part = part.permute(2, 0, 1, 3, 4, 5).reshape(u * n, 2 * e * c, h, w)
             grad_xb, grad_both = _atrous_backward(part, xb, atrous_weights[0], params_grad)
@@ -893,7 +906,7 @@ def _mixed_backward(
             grad_xb5, grad_w5 = _atrous_backward(per_kernel[1], xb, w5, params_grad)
             grad_xb = grad_xb + grad_xb5
             grad_atrous.append((grad_w3, grad_w5))
-        grad_r[:, first : first + u] += grad_xb.view(u, n, c, h, w).transpose(0, 1)
+        grad_r_part.add_(grad_xb.view(u, n, c, h, w).transpose(0, 1))
     grad_x = torch.ops.aten.threshold_backward(grad_r.view(n, u_all * c, h, w), x, 0)
     grad_x.view(n, u_all, c, h, w).add_(grad_free[:, :, 2])  # skip_connect
     grad_x.add_(grad_max).add_(grad_avg)
