@@ -1,0 +1,41 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _script():
+    path = Path(__file__).parents[1] / "experiments" / "ab_joined_calls.py"
+    spec = importlib.util.spec_from_file_location("ab_joined_calls", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ab_compares_joined_and_separate_calls_of_the_same_supernet(capsys):
+    ab = _script()
+    small = ["--layers", "3", "--levels", "2", "--filter-multiplier", "2", "--blocks", "3"]
+    result = ab.main([*small, "--classes", "3", "--crop", "16", "--pairs", "2", "--warmup", "1"])
+    assert '"median_ratio"' in capsys.readouterr().out
+    # Same weights and the same arithmetic per channel: the logits agree.
+    assert result["max_logit_difference"] < 1e-5
+    for name in ("joined", "separate"):
+        assert result[f"{name}_min_s"] <= result[f"{name}_median_s"]
+    assert result["median_ratio"] == pytest.approx(
+        result["joined_median_s"] / result["separate_median_s"]
+    )
+
+
+def test_separate_copy_makes_one_call_per_input_with_the_same_weights():
+    from autodeeplab import build_supernet
+
+    ab = _script()
+    net = build_supernet(num_classes=3, layers=3, levels=2, filter_multiplier=2, blocks=3)
+    other = ab.separate_calls(net)
+    for node, copy in zip(net.nodes, other.nodes, strict=True):
+        joined = 1 if node.cell.has_prev_prev else 0
+        assert len(copy.cell.calls) == len(node.cell.calls) + joined
+    for (name, a), b in zip(net.state_dict().items(), other.state_dict().values(), strict=True):
+        assert a.equal(b), name
