@@ -5,7 +5,8 @@ as one call (the default, five calls per cell) and one with a call per input (si
 weight steps (zero_grad, forward, cross-entropy, backward) in one process, in alternating order.
 A process-level comparison moves with the shared machine's phases by more than the effect;
 alternating steps in one process sees the same phases for both. Prints JSON: the medians and
-minima of both and their ratios (joined / separate), and the largest difference of their logits.
+minima of both and their ratios (joined / separate), and the largest difference of their logits
+(training mode, before the steps).
 
     python experiments/ab_joined_calls.py --crop 64 --pairs 16
     python experiments/ab_joined_calls.py --crop 128 --pairs 10
@@ -71,10 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     versions = {"joined": joined, "separate": separate_calls(joined)}
     images = torch.randn(args.batch, 3, args.crop, args.crop)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop))
-    with torch.no_grad():
-        logits = [net.eval()(images) for net in versions.values()]
-        for net in versions.values():
-            net.train()
+    with torch.no_grad():  # training mode (batch statistics), on copies: no step counted
+        logits = [copy.deepcopy(net)(images) for net in versions.values()]
     difference = (logits[0] - logits[1]).abs().max().item()
 
     def step(net: Supernet) -> float:

@@ -1,9 +1,8 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 
 def _script():
@@ -14,18 +13,18 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 def test_ab_compares_joined_and_separate_calls_of_the_same_supernet(capsys):
     ab = _script()
     small = ["--layers", "3", "--levels", "2", "--filter-multiplier", "2", "--blocks", "3"]
     result = ab.main([*small, "--classes", "3", "--crop", "16", "--pairs", "2", "--warmup", "1"])
-    assert '"median_ratio"' in capsys.readouterr().out
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == result
     # Same weights and the same arithmetic per channel: the logits agree.
     assert result["max_logit_difference"] < 1e-5
-    for name in ("joined", "separate"):
-        assert result[f"{name}_min_s"] <= result[f"{name}_median_s"]
-    assert result["median_ratio"] == pytest.approx(
-        result["joined_median_s"] / result["separate_median_s"]
-    )
+    for name in ("joined_median_s", "separate_median_s", "joined_min_s", "separate_min_s"):
+        assert result[name] > 0, name
+    assert result["config"]["pairs"] == 2 and "median_ratio" in result and "min_ratio" in result
 
 
 def test_separate_copy_makes_one_call_per_input_with_the_same_weights():

@@ -21,10 +21,11 @@ inputs (a cell's ``prev`` and ``prev_prev``) as one call, each input with its ow
 * the backward pass is written by hand (``_MixedOps``): a fraction of the tensor ops that
   recording the forward would issue, a depthwise weight gradient 4-6x faster than the
   library's, and no weight gradients at all in the architecture step (weights frozen);
-* the backward keeps five activation-sized tensors per call (the pointwise convs' inputs and
-  the BatchNorm outputs, from which :func:`_batch_norm_backward` works) and rebuilds the
-  rest (fitted weights, pools, ``relu(x)``): at 128x128 a step's activations take 0.66 GiB
-  instead of the 1.15 GiB that keeping every intermediate took.
+* the backward keeps five activation-sized tensors' worth per call (the pointwise convs'
+  inputs, per reader on maps smaller than the channel count, and the BatchNorm outputs, from
+  which :func:`_batch_norm_backward` works) and rebuilds the rest (fitted weights, pools,
+  ``relu(x)``): at 128x128 a step's activations take 0.66 GiB instead of the 1.15 GiB that
+  keeping every intermediate took.
 
 ``tests/space`` checks outputs, gradients and BatchNorm statistics against the op modules of
 ``autodeeplab.ops``.
@@ -277,9 +278,9 @@ def _batch_norm_forward(
     first = bns[0]
     momentum = 0.0
     if first.training:
+        momentum = _momentum(bns)
         for bn in bns:
             bn.num_batches_tracked.add_(1)
-        momentum = _momentum(bns)
     mean, var = _joined(bns, "running_mean"), _joined(bns, "running_var")
     if (
         first.training
@@ -301,9 +302,10 @@ def _batch_norm_forward(
 
 
 def _momentum(bns: Sequence[nn.BatchNorm2d]) -> float:
-    """The momentum of a training-mode update of ``bns`` (after counting it), which must agree."""
+    """The momentum of the next training-mode update of ``bns``, which must agree (with
+    ``momentum=None``, a cumulative average: one over the updates so far, this one included)."""
     values = {
-        bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.momentum if bn.momentum is not None else 1.0 / (float(bn.num_batches_tracked) + 1)
         for bn in bns
     }
     if len(values) > 1:
@@ -462,12 +464,34 @@ def mixed_ops(
     in one call, stacked on the path axis: ``(N, sum of their paths, E, C, H, W)``.
 
     ``weights`` stacks the readers' op weights in ``readers`` order,
-    ``(len(readers) * E, len(PRIMITIVES))``. The readers must agree on ``edges`` and
-    ``channels``; each keeps its own weights and BatchNorm statistics. Every call has a fixed
+    ``(len(readers) * E, len(PRIMITIVES))``. The readers must agree on ``edges``, ``channels``
+    and their BatchNorms' mode, momentum and eps, and the inputs on batch, map size, dtype and
+    device; each reader keeps its own weights and BatchNorm statistics. Every call has a fixed
     cost of a few hundred tensor ops, which dominates on the supernet's small maps, so a cell
     runs its ``prev`` and ``prev_prev`` edges in one call.
     """
-    first = readers[0]
+    _check_joinable(readers, xs, weights)
+    params = [getattr(reader, name) for reader in readers for name in _PARAMETERS]
+    if torch.is_grad_enabled():
+        return _MixedOps.apply(tuple(readers), *xs, weights, *params)
+    return _mixed_forward(tuple(readers), xs, weights, *params)[0]
+
+
+def _batch_norms(reader: InputEdges) -> tuple[nn.BatchNorm2d, ...]:
+    return (*reader.sep_bn, reader.atrous_bn)
+
+
+def _check_joinable(
+    readers: Sequence[InputEdges], xs: Sequence[torch.Tensor], weights: torch.Tensor
+) -> None:
+    """Raises ``ValueError`` unless ``readers`` can run ``xs`` with ``weights`` as one call."""
+    first, x0 = readers[0], xs[0]
+    expected = (len(readers) * first.edges, len(PRIMITIVES))
+    if tuple(weights.shape) != expected:
+        raise ValueError(
+            f"op weights of shape {tuple(weights.shape)} for {len(readers)} reader(s) of "
+            f"{first.edges} edges: expected {expected}"
+        )
     for reader, x in zip(readers, xs, strict=True):
         if (reader.edges, reader.channels) != (first.edges, first.channels):
             raise ValueError(
@@ -479,10 +503,22 @@ def mixed_ops(
                 f"an input of shape {tuple(x.shape)} for a reader of {reader.paths} paths of "
                 f"{reader.channels} channels: expected (N, {reader.paths * reader.channels}, H, W)"
             )
-    params = [getattr(reader, name) for reader in readers for name in _PARAMETERS]
-    if torch.is_grad_enabled():
-        return _MixedOps.apply(tuple(readers), *xs, weights, *params)
-    return _mixed_forward(tuple(readers), xs, weights, *params)[0]
+        if x is not x0 and (
+            (x.shape[0], *x.shape[2:]) != (x0.shape[0], *x0.shape[2:])
+            or (x.dtype, x.device) != (x0.dtype, x0.device)
+        ):
+            raise ValueError(
+                f"inputs run as one call must agree on batch, map size, dtype and device: "
+                f"{tuple(x0.shape)} {x0.dtype} {x0.device} and "
+                f"{tuple(x.shape)} {x.dtype} {x.device}"
+            )
+        for bn, bn0 in zip(_batch_norms(reader), _batch_norms(first), strict=True):
+            if (bn.training, bn.momentum, bn.eps) != (bn0.training, bn0.momentum, bn0.eps):
+                raise ValueError(
+                    "readers run as one call must agree on their BatchNorms' mode, momentum "
+                    f"and eps: {(bn0.training, bn0.momentum, bn0.eps)} and "
+                    f"{(bn.training, bn.momentum, bn.eps)}"
+                )
 
 
 # Joined readers (:func:`mixed_ops`) line their inputs' paths up as ``units``: each reader's
@@ -667,15 +703,6 @@ def _mixed_forward(
     return out, saved, info
 
 
-def _training_modes(readers: tuple[InputEdges, ...]) -> tuple[bool, bool, bool]:
-    """Whether each of the three BatchNorms (both separable units, atrous) is in training mode,
-    which must agree across ``readers``."""
-    modes = {tuple(bn.training for bn in (*r.sep_bn, r.atrous_bn)) for r in readers}
-    if len(modes) > 1:
-        raise ValueError(f"readers run as one call must agree on BatchNorm modes, got {modes}")
-    return modes.pop()
-
-
 def _mixed_forward_in(
     readers: tuple[InputEdges, ...], x: torch.Tensor, weights: torch.Tensor, *params: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
@@ -688,7 +715,7 @@ def _mixed_forward_in(
         params[i * len(_PARAMETERS) : (i + 1) * len(_PARAMETERS)] for i in range(len(units))
     ]
     dtype = x.dtype
-    training = _training_modes(readers)
+    training = tuple(bn.training for bn in _batch_norms(readers[0]))  # alike (_check_joinable)
     saved: dict[str, torch.Tensor] = {"x": x, "weights": weights}
     r = F.relu(x)
 
@@ -716,15 +743,21 @@ def _mixed_forward_in(
     # per reader; BN still sees (kernel, unit, edge, channel) on the channel axis. Only the
     # live taps run, in one call for both kernels where :func:`merge_atrous` says so. Each
     # output is copied straight into its place.
-    merged = merge_atrous(u_all, n, h, w, e, c)
+    # Per reader: merging saves a conv call per reader and pads the 3x3 for its units only.
+    merged = tuple(merge_atrous(u, n, h, w, e, c) for u in units)
     qa = x.new_empty(n, 2, u_all, e * c, h, w)
     channel_units = tuple(u * c for u in units)
-    for u, p, r_part, qa_part in zip(
-        units, by_reader, _by_reader(r, channel_units, 1), _by_reader(qa, units, 2), strict=True
+    for u, p, merge, r_part, qa_part in zip(
+        units,
+        by_reader,
+        merged,
+        _by_reader(r, channel_units, 1),
+        _by_reader(qa, units, 2),
+        strict=True,
     ):
         xb = _paths_on_batch(r_part, u)
-        atrous_weights = _atrous_weights(p, h, w, merged)
-        if merged:
+        atrous_weights = _atrous_weights(p, h, w, merge)
+        if merge:
             a = _atrous_forward(xb, atrous_weights[0]).view(u, n, 2, e * c, h, w)
             qa_part.copy_(a.permute(1, 2, 0, 3, 4, 5))
             continue
@@ -885,17 +918,18 @@ def _mixed_backward(
     grad_a = grad_qa.view(n, 2, u_all, e * c, h, w)
     grad_atrous = []
     channel_units = tuple(u * c for u in units)
-    for u, p, r_part, part, grad_r_part in zip(
+    for u, p, merge, r_part, part, grad_r_part in zip(
         units,
         by_reader,
+        info["merged"],
         _by_reader(r, channel_units, 1),
         _by_reader(grad_a, units, 2),
         _by_reader(grad_r, units, 1),
         strict=True,
     ):
         xb = _paths_on_batch(r_part, u)
-        atrous_weights = _atrous_weights(p, h, w, info["merged"])
-        if info["merged"]:
+        atrous_weights = _atrous_weights(p, h, w, merge)
+        if merge:
             part = part.permute(2, 0, 1, 3, 4, 5).reshape(u * n, 2 * e * c, h, w)
             grad_xb, grad_both = _atrous_backward(part, xb, atrous_weights[0], params_grad)
             grad_atrous.append(grad_both.split(e * c) if params_grad else None)

@@ -303,13 +303,98 @@ def test_joined_readers_compute_what_each_computes_alone(size, merge, mode, monk
             torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_joined_readers_must_agree_on_edges_channels_inputs_and_modes():
+def test_joined_readers_must_agree_on_edges_channels_inputs_and_batchnorms():
     a = InputEdges(4, 3, paths=2)
     weights = torch.softmax(torch.randn(6, len(PRIMITIVES)), -1)
     x, x1 = torch.randn(2, 8, 3, 3), torch.randn(2, 4, 3, 3)
+    b = InputEdges(4, 3, paths=1)
     with pytest.raises(ValueError, match="2 edges of 4 channels and of 3 edges"):
         mixed.mixed_ops([a, InputEdges(4, 2, paths=1)], [x, x1], weights)
     with pytest.raises(ValueError, match=r"shape \(2, 8, 3, 3\) .* expected \(N, 4, H, W\)"):
-        mixed.mixed_ops([a, InputEdges(4, 3, paths=1)], [x, x], weights)
-    with pytest.raises(ValueError, match="agree on BatchNorm modes"):
-        mixed.mixed_ops([a, InputEdges(4, 3, paths=1).eval()], [x, x1], weights)
+        mixed.mixed_ops([a, b], [x, x], weights)
+    with pytest.raises(ValueError, match=r"shape \(3, 8\) for 2 reader\(s\) .* \(6, 8\)"):
+        mixed.mixed_ops([a, b], [x, x1], weights[:3])
+    with pytest.raises(ValueError, match=r"op weights of shape \(6, 8\) .* expected \(3, 8\)"):
+        a(x, weights)  # a single reader's weights are checked too
+    with pytest.raises(ValueError, match="agree on batch, map size, dtype and device"):
+        mixed.mixed_ops([a, b], [x, torch.randn(2, 4, 3, 4)], weights)
+    with pytest.raises(ValueError, match="agree on batch, map size, dtype and device"):
+        mixed.mixed_ops([a, b], [x, x1.double()], weights)
+    counts = [bn.num_batches_tracked.clone() for bn in mixed._batch_norms(a)]
+    for change in ("eval", "momentum", "eps"):
+        other = InputEdges(4, 3, paths=1)
+        if change == "eval":
+            other.eval()
+        else:
+            setattr(other.atrous_bn, change, 0.5)
+        with pytest.raises(ValueError, match="agree on their BatchNorms' mode, momentum and eps"):
+            mixed.mixed_ops([a, other], [x, x1], weights)
+    # A rejected call changes no statistics.
+    assert [bn.num_batches_tracked for bn in mixed._batch_norms(a)] == counts
+
+
+@pytest.mark.parametrize("variant", ["reduced", "cumulative", "bf16", "eval-frozen"])
+def test_joined_readers_under_reduced_statistics_cumulative_momentum_bf16_and_eval(
+    variant, monkeypatch
+):
+    # The joined running statistics are written back from the reduced-statistics path as from
+    # the library's kernel; momentum=None (a cumulative average) counts each update once;
+    # bf16 autocast computes both readers in bf16; eval mode with frozen weights (the
+    # architecture step after a weight step in eval) gives the inputs' and op weights' grads.
+    if variant == "reduced":
+        monkeypatch.setattr(mixed, "REDUCED_BN_MIN_SIZE", 0)
+    torch.manual_seed(0)
+    c, e, size = 8, 3, 4
+    readers = [InputEdges(c, e, paths=2), InputEdges(c, e, paths=1)]
+    for bn in (m for r in readers for m in r.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        if variant == "cumulative":
+            bn.momentum = None
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    for reader in readers:
+        reader.train(variant != "eval-frozen").requires_grad_(variant != "eval-frozen")
+    alone = copy.deepcopy(readers)
+    xs = [torch.randn(2, u * c, size, size, requires_grad=True) for u in (2, 1)]
+    weights = [torch.softmax(torch.randn(e, len(PRIMITIVES)), -1).requires_grad_() for _ in xs]
+    grad_out = torch.randn(2, 3, e, c, size, size)
+    tolerance = {"atol": 2e-2, "rtol": 2e-2} if variant == "bf16" else {"atol": 1e-5, "rtol": 1e-4}
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=variant == "bf16")
+    for _ in range(3):
+        with autocast:
+            joined = mixed.mixed_ops(readers, xs, torch.cat(weights))
+            separate = torch.cat([r(x, w) for r, x, w in zip(alone, xs, weights)], 1)
+        assert joined.dtype == separate.dtype
+        torch.testing.assert_close(joined, separate, **tolerance)
+        params = [[t for m in group for t in m.parameters() if t.requires_grad]
+                  for group in (readers, alone)]  # fmt: skip
+        ours = torch.autograd.grad(joined.float(), [*xs, *weights, *params[0]], grad_out)
+        theirs = torch.autograd.grad(separate.float(), [*xs, *weights, *params[1]], grad_out)
+        assert len(ours) == (4 if variant == "eval-frozen" else 16)
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, **tolerance)
+    for ours_reader, their_reader in zip(readers, alone, strict=True):
+        for (name, a), b in zip(ours_reader.named_buffers(), their_reader.buffers(), strict=True):
+            torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: a cumulative average
+@pytest.mark.parametrize("reduced", [False, True])  # the library's kernel, or reductions
+def test_batch_norm_forward_updates_joined_statistics_as_one_module_would(
+    momentum, reduced, monkeypatch
+):
+    # Two readers' BatchNorms, of 2 and 1 units' channels per kernel, joined in the layout
+    # (kernel, unit): channels [A, A, B | A, A, B]. One BatchNorm2d over all six channels is
+    # the yardstick; each reader's module must end up with its channels' statistics.
+    monkeypatch.setattr(mixed, "REDUCED_BN_MIN_SIZE", 0 if reduced else float("inf"))
+    torch.manual_seed(0)
+    bn_a, bn_b = (torch.nn.BatchNorm2d(2 * u, affine=False, momentum=momentum) for u in (2, 1))
+    whole = torch.nn.BatchNorm2d(6, affine=False, momentum=momentum)
+    for _ in range(3):
+        x = torch.randn(2, 6, 5, 5) * torch.rand(1, 6, 1, 1) * 3 + torch.randn(1, 6, 1, 1)
+        out, _, _ = mixed._batch_norm_forward([bn_a, bn_b], x)
+        torch.testing.assert_close(out, whole(x))
+    for name in ("running_mean", "running_var"):
+        stat = getattr(whole, name)
+        torch.testing.assert_close(getattr(bn_a, name), stat[[0, 1, 3, 4]])
+        torch.testing.assert_close(getattr(bn_b, name), stat[[2, 5]])
+    assert bn_a.num_batches_tracked == bn_b.num_batches_tracked == whole.num_batches_tracked == 3
