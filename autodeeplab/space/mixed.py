@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -679,6 +679,22 @@ def _parameter_names(readers: int) -> list[str]:
     return [f"{name}.{i}" for i in range(readers) for name in _PARAMETERS]
 
 
+def _atrous_batches(
+    r: torch.Tensor,
+    units: tuple[int, ...],
+    by_reader: Sequence[Sequence[torch.Tensor]],
+    merged: Sequence[bool],
+) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per reader, what its atrous convs start from in both passes: its paths of ``r``
+    (``relu(x)``, ``(N, U*C, H, W)``) on the batch axis, ``(paths*N, C, H, W)``, and the live
+    taps of its weights (:func:`_atrous_weights`, both kernels in one where ``merged``)."""
+    _, channels, h, w = r.shape
+    c = channels // sum(units)
+    parts = _by_reader(r, tuple(u * c for u in units), 1)
+    for part, u, params, merge in zip(parts, units, by_reader, merged, strict=True):
+        yield _paths_on_batch(part, u), _atrous_weights(params, h, w, merge)
+
+
 def _mixed_forward(
     readers: tuple[InputEdges, ...],
     xs: Sequence[torch.Tensor],
@@ -746,17 +762,10 @@ def _mixed_forward_in(
     # Per reader: merging saves a conv call per reader and pads the 3x3 for its units only.
     merged = tuple(merge_atrous(u, n, h, w, e, c) for u in units)
     qa = x.new_empty(n, 2, u_all, e * c, h, w)
-    channel_units = tuple(u * c for u in units)
-    for u, p, merge, r_part, qa_part in zip(
-        units,
-        by_reader,
-        merged,
-        _by_reader(r, channel_units, 1),
-        _by_reader(qa, units, 2),
-        strict=True,
+    batches = _atrous_batches(r, units, by_reader, merged)
+    for u, merge, (xb, atrous_weights), qa_part in zip(
+        units, merged, batches, _by_reader(qa, units, 2), strict=True
     ):
-        xb = _paths_on_batch(r_part, u)
-        atrous_weights = _atrous_weights(p, h, w, merge)
         if merge:
             a = _atrous_forward(xb, atrous_weights[0]).view(u, n, 2, e * c, h, w)
             qa_part.copy_(a.permute(1, 2, 0, 3, 4, 5))
@@ -917,18 +926,16 @@ def _mixed_backward(
     grad_weights = torch.cat(grad_weights, 1).to(saved["weights"].dtype)
     grad_a = grad_qa.view(n, 2, u_all, e * c, h, w)
     grad_atrous = []
-    channel_units = tuple(u * c for u in units)
-    for u, p, merge, r_part, part, grad_r_part in zip(
+    merged = info["merged"]
+    batches = _atrous_batches(r, units, by_reader, merged)
+    for u, merge, (xb, atrous_weights), part, grad_r_part in zip(
         units,
-        by_reader,
-        info["merged"],
-        _by_reader(r, channel_units, 1),
+        merged,
+        batches,
         _by_reader(grad_a, units, 2),
         _by_reader(grad_r, units, 1),
         strict=True,
     ):
-        xb = _paths_on_batch(r_part, u)
-        atrous_weights = _atrous_weights(p, h, w, merge)
         if merge:
             part = part.permute(2, 0, 1, 3, 4, 5).reshape(u * n, 2 * e * c, h, w)
             grad_xb, grad_both = _atrous_backward(part, xb, atrous_weights[0], params_grad)
