@@ -20,9 +20,14 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script
+
+from bench_supernet import add_supernet_options
 
 from autodeeplab import build_supernet
 from autodeeplab.space.cell import SearchCell
@@ -49,13 +54,7 @@ def separate_calls(net: Supernet) -> Supernet:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--filter-multiplier", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--levels", type=int, default=4)
-    parser.add_argument("--blocks", type=int, default=5)
-    parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=2)
+    add_supernet_options(parser)
     parser.add_argument("--pairs", type=int, default=16, help="timed steps of each version")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each version")
     parser.add_argument("--threads", type=int, default=1)

@@ -90,8 +90,9 @@ def time_steps(fn, steps: int, warmup: int, device: torch.device) -> list[float]
     return times
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_supernet_options(parser: argparse.ArgumentParser) -> None:
+    """The supernet's size and the step's input, as this benchmark and the A/B scripts take them
+    (defaults: the paper's search space, batch 2, 64x64 crops)."""
     parser.add_argument("--filter-multiplier", type=int, default=8)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--levels", type=int, default=4)
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_supernet_options(parser)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
