@@ -4,8 +4,8 @@ Times one weight step (zero_grad, forward, cross-entropy, backward; no optimiser
 architecture step (the same with gradients for alpha and beta only) on random data, and a fixed
 calibration workload in the same process, and prints JSON: medians, their ratio to the
 calibration, peak memory and its floor (the process before the supernet is built, plus the
-weights and their gradients). The calibration and the step follow ../shared/BENCHMARKS.md, so
-figures compare across noisy machines as ratios.
+weights and their gradients), and the malloc the process ran on. The calibration and the step
+follow ../shared/BENCHMARKS.md, so figures compare across noisy machines as ratios.
 
     python experiments/bench_supernet.py --crop 64 --reference
     python experiments/bench_supernet.py --crop 128 --checkpoint
@@ -52,6 +52,27 @@ def calibration_unit_seconds(repeats: int = 7, warmup: int = 2) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+#: Allocators that replace malloc when preloaded (``LD_PRELOAD``), as named in their library files.
+PRELOADABLE_ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+
+
+def memory_allocator(maps: str | None = None) -> str:
+    """The malloc of this process, from the libraries it has mapped (``/proc/self/maps`` unless
+    ``maps`` is given): one of :data:`PRELOADABLE_ALLOCATORS`, ``"system"`` for the C library's,
+    or ``"unknown"`` where the map cannot be read. CPU step times depend on it (README)."""
+    if maps is None:
+        try:
+            with open("/proc/self/maps") as file:
+                maps = file.read()
+        except OSError:
+            return "unknown"
+    libraries = {line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/" in line}
+    for name in PRELOADABLE_ALLOCATORS:
+        if any(library.startswith(f"lib{name}") for library in libraries):
+            return name
+    return "system"
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -183,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     weight_mib = sum(p.numel() * p.element_size() for p in net.weight_parameters()) / 2**20
     result = {
         "config": vars(args),
+        "allocator": memory_allocator(),
         "weight_step_s": weight_median,
         "weight_step_times_s": weight_times,
         "arch_step_s": statistics.median(arch_times) if arch_times else None,

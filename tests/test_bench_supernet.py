@@ -1,16 +1,61 @@
+import ctypes.util
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+BENCH = Path(__file__).parents[1] / "experiments" / "bench_supernet.py"
 
 
-def test_benchmark_reports_step_time_memory_and_reference_speedup(capsys):
-    path = Path(__file__).parents[1] / "experiments" / "bench_supernet.py"
-    spec = importlib.util.spec_from_file_location("bench_supernet", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_supernet", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _maps(*paths):
+    return "\n".join(
+        f"7f00{i:08x}-7f01{i:08x} r-xp 00000000 08:01 {i} {path}" for i, path in enumerate(paths)
+    )
+
+
+def test_memory_allocator_names_the_preloaded_malloc(bench):
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    assert bench.memory_allocator(_maps(libc, "[heap]")) == "system"
+    tcmalloc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10"
+    assert bench.memory_allocator(_maps(tcmalloc, libc)) == "tcmalloc"
+    assert bench.memory_allocator(_maps("/opt/lib/libjemalloc.so.2", libc)) == "jemalloc"
+    # Only a library's own name counts, not a folder named after an allocator.
+    assert bench.memory_allocator(_maps("/opt/tcmalloc/lib/libfoo.so", libc)) == "system"
+    assert bench.memory_allocator() in {*bench.PRELOADABLE_ALLOCATORS, "system", "unknown"}
+
+
+def test_memory_allocator_sees_a_preloaded_library():
+    names = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}
+    found = {name: ctypes.util.find_library(lib) for name, lib in names.items()}
+    found = {name: lib for name, lib in found.items() if lib}
+    if not found:
+        pytest.skip("no tcmalloc or jemalloc installed")
+    name, library = next(iter(found.items()))
+    code = (
+        "import importlib.util, sys;"
+        f"spec = importlib.util.spec_from_file_location('b', {str(BENCH)!r});"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m);"
+        "print(m.memory_allocator())"
+    )
+    env = {**os.environ, "LD_PRELOAD": library}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == name
+
+
+@pytest.mark.slow
+def test_benchmark_reports_step_time_memory_and_reference_speedup(bench, capsys):
     result = bench.main(
         [
             "--layers",
@@ -41,6 +86,7 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(capsys):
     )
     assert '"weight_step_s"' in capsys.readouterr().out
     assert len(result["weight_step_times_s"]) == 2
+    assert result["allocator"] == bench.memory_allocator()
     for key in (
         "weight_step_s",
         "arch_step_s",
