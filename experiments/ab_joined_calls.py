@@ -27,9 +27,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script
 
-from bench_supernet import add_supernet_options
+from bench_supernet import add_supernet_options, supernet_from_options
 
-from autodeeplab import build_supernet
 from autodeeplab.space.cell import SearchCell
 from autodeeplab.space.supernet import Supernet
 
@@ -60,14 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    joined = build_supernet(
-        num_classes=args.classes,
-        layers=args.layers,
-        levels=args.levels,
-        filter_multiplier=args.filter_multiplier,
-        blocks=args.blocks,
-    ).train()
+    joined = supernet_from_options(args).train()
     versions = {"joined": joined, "separate": separate_calls(joined)}
     images = torch.randn(args.batch, 3, args.crop, args.crop)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop))

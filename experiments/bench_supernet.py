@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from autodeeplab import build_supernet
+from autodeeplab import Supernet, build_supernet
 from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.space.reference import reference_forward
 
@@ -123,6 +123,20 @@ def add_supernet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=2)
 
 
+def supernet_from_options(args: argparse.Namespace, **options) -> Supernet:
+    """The supernet that :func:`add_supernet_options`' arguments describe, seeded with 0;
+    ``options`` are further :func:`build_supernet` arguments."""
+    torch.manual_seed(0)
+    return build_supernet(
+        num_classes=args.classes,
+        layers=args.layers,
+        levels=args.levels,
+        filter_multiplier=args.filter_multiplier,
+        blocks=args.blocks,
+        **options,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_supernet_options(parser)
@@ -157,15 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The process before the supernet exists (torch, this library, the calibration).
     baseline_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    torch.manual_seed(0)
-    net = build_supernet(
-        num_classes=args.classes,
-        layers=args.layers,
-        levels=args.levels,
-        filter_multiplier=args.filter_multiplier,
-        blocks=args.blocks,
-        partial_channels=args.partial_channels,
-    ).to(device)
+    net = supernet_from_options(args, partial_channels=args.partial_channels).to(device)
     net.train()
     net.checkpoint_nodes = args.checkpoint
     net.autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
