@@ -4,8 +4,9 @@ Times one weight step (zero_grad, forward, cross-entropy, backward; no optimiser
 architecture step (the same with gradients for alpha and beta only) on random data, and a fixed
 calibration workload in the same process, and prints JSON: medians, their ratio to the
 calibration, peak memory and its floor (the process before the supernet is built, plus the
-weights and their gradients), and the malloc the process ran on. The calibration and the step
-follow ../shared/BENCHMARKS.md, so figures compare across noisy machines as ratios.
+weights and their gradients), and the malloc the process ran on. The calibration
+(:func:`calibration_unit_seconds`, timed before and after the steps, the mean of both taken)
+and the step are fixed, so figures compare across noisy machines as ratios.
 
     python experiments/bench_supernet.py --crop 64 --reference
     python experiments/bench_supernet.py --crop 128 --checkpoint
