@@ -231,4 +231,4 @@ def test_config_file_matches_dataset():
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), raw)
     assert cfg.name == "cityscapes"
     assert cfg.num_classes == len(CLASSES)
-    assert dict(cfg.options) == {"half_resolution": True, "coarse": False}
+    assert dict(cfg.options) == {"half_resolution": False, "coarse": False}

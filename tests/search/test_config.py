@@ -50,6 +50,10 @@ def test_paper_experiment_has_the_paper_settings():
     assert (cfg.search.epochs, cfg.search.arch_start_epoch, cfg.search.batch_size) == (40, 20, 2)
     assert (cfg.optim.lr, cfg.optim.lr_min, cfg.optim.arch_lr) == (0.025, 0.001, 3e-3)
     assert (cfg.data.crop_size, cfg.data.num_classes) == (321, 19)
+    # Searched at half resolution; plain `data=cityscapes` (retrain, evaluate) is full size.
+    assert cfg.data.options["half_resolution"] is True
+    plain = to_search_config(_compose(["data=cityscapes", "data.root=x"]))
+    assert plain.data.options["half_resolution"] is False
 
 
 def test_overrides_reach_the_typed_config():
