@@ -304,7 +304,10 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
                 improved = best is None or record["miou"] > best["miou"]
                 if improved:
                     best = record
-                checkpoint(run_dir / CHECKPOINT, *([run_dir / BEST] if improved else []))
+                # ``best.pt`` first: a run killed between the two writes resumes from the
+                # previous ``last.pt`` and writes this best again, where the other order would
+                # resume believing in a best that ``best.pt`` does not hold.
+                checkpoint(*([run_dir / BEST] if improved else []), run_dir / CHECKPOINT)
                 if main:
                     atomic_write_text(
                         run_dir / "metrics.jsonl",

@@ -82,6 +82,28 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_p
     assert [r["miou"] for r in full["records"]] == [r["miou"] for r in resumed["records"]]
 
 
+@pytest.mark.parametrize("killed_at", ["best.pt", "last.pt"])
+def test_best_checkpoint_survives_a_crash_between_the_checkpoint_writes(
+    retrain_config, tmp_path, monkeypatch, killed_at
+):
+    real_save = retrain_loop.save_checkpoint
+
+    def crash_while_saving(state, path):
+        if state["step"] == 24 and Path(path).name == killed_at:
+            raise KeyboardInterrupt  # killed while writing the second validation's checkpoints
+        real_save(state, path)
+
+    monkeypatch.setattr(retrain_loop, "save_checkpoint", crash_while_saving)
+    with pytest.raises(KeyboardInterrupt):  # the second validation is a new best
+        run_retrain(retrain_config("experiment=smoke"), tmp_path)
+    monkeypatch.setattr(retrain_loop, "save_checkpoint", real_save)
+    best = run_retrain(retrain_config("experiment=smoke", "resume=true"), tmp_path)
+    assert best["step"] == 24
+    saved = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
+    assert saved["step"] == best["step"]
+    assert saved["best"]["miou"] == best["miou"]
+
+
 def test_resume_with_other_settings_and_bad_genotypes_are_refused(retrain_config, tmp_path):
     run_retrain(retrain_config("experiment=smoke"), tmp_path / "run")
     with pytest.raises(ValueError, match="train.lr: 0.02 -> 0.1"):
