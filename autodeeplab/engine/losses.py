@@ -112,10 +112,16 @@ def focal(
     cross-entropy.
     """
     _check(logits, target)
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"focal loss gamma={gamma}: expected a finite number >= 0")
     valid = target != ignore_index
     labels = torch.where(valid, target, 0).unsqueeze(1)
     log_pt = logits.log_softmax(dim=1).gather(1, labels).squeeze(1)  # (N, H, W)
-    losses = -((1.0 - log_pt.exp()).clamp(min=0.0) ** gamma) * log_pt
+    # 1 - p_t, kept above 0: where p_t rounds to 1 (an easy pixel), ``0 ** gamma``'s derivative
+    # is infinite for gamma < 1 and times ``log p_t = 0`` makes a NaN gradient; the true
+    # gradient there is 0, which the clamp gives.
+    one_minus = (-torch.expm1(log_pt)).clamp(min=torch.finfo(log_pt.dtype).tiny)
+    losses = -(one_minus**gamma) * log_pt
     if alpha is not None:
         weights = torch.as_tensor(alpha, dtype=losses.dtype, device=losses.device)
         if weights.dim() == 1:

@@ -102,6 +102,26 @@ def test_focal_against_formula_with_alpha():
     torch.testing.assert_close(focal(logits, target, alpha=0.25), 0.25 * focal(logits, target))
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_focal_gradient_is_finite_on_certain_pixels(gamma):
+    # Pixel (0, 0, 0) is certain (p_t rounds to 1 in float32): its gradient must be 0, not NaN.
+    logits, target = _batch(k=3)
+    logits = logits.detach().clone()
+    logits[0, :, 0, 0] = torch.tensor([60.0, 0.0, 0.0])
+    target[0, 0, 0] = 0
+    logits.requires_grad_(True)
+    focal(logits, target, gamma=gamma).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad[0, :, 0, 0].abs().max() < 1e-12
+    assert logits.grad.abs().sum() > 0
+
+
+def test_focal_refuses_a_negative_gamma():
+    logits, target = _batch()
+    with pytest.raises(ValueError, match="gamma=-1"):
+        focal(logits, target, gamma=-1.0)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_all_ignored_gives_zero_with_grad(name):
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
