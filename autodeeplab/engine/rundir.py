@@ -14,8 +14,22 @@ from autodeeplab.engine.checkpoint import load_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
-#: Settings that may change when a run is resumed; every other key must match the checkpoint.
-RUNTIME_KEYS = ("resume", "device", "threads", "progress", "tensorboard")
+#: Settings that may change when a run is resumed (with what they hold, for a group); every
+#: other key must match the checkpoint. ``data.root``: the same data may have moved (to a
+#: job's scratch disk, say); that it is the same data is the user's word.
+RUNTIME_KEYS = (
+    "resume",
+    "device",
+    "threads",
+    "progress",
+    "tensorboard",
+    "data.root",
+    "data.num_workers",
+)
+
+
+def _runtime(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RUNTIME_KEYS)
 
 
 def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) -> None:
@@ -55,7 +69,7 @@ def check_resume_config(current: dict[str, Any], saved: dict[str, Any], path: Pa
     differing = [
         f"{key}: {saved_value!r} -> {current_value!r}"
         for key, saved_value, current_value in _diff(saved, current)
-        if key.split(".")[0] not in RUNTIME_KEYS
+        if not _runtime(key)
     ]
     if differing:
         raise ValueError(

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from autodeeplab.engine.rundir import check_resume_config
+
+SAVED = {
+    "seed": 0,
+    "threads": 1,
+    "data": {"name": "cityscapes", "root": "/scratch/a", "num_workers": 4, "crop_size": 321},
+    "train": {"lr": 0.05},
+}
+
+
+def _with(**changes):
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in SAVED.items()}
+    for dotted, value in changes.items():
+        group, _, key = dotted.partition("__")
+        if key:
+            config[group][key] = value
+        else:
+            config[group] = value
+    return config
+
+
+def test_runtime_settings_may_change_on_resume():
+    changed = _with(threads=2, data__root="/scratch/b", data__num_workers=0)
+    check_resume_config(changed, SAVED, Path("run/checkpoints/last.pt"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"data__crop_size": 513}, "data.crop_size: 321 -> 513"),
+        ({"train__lr": 0.1}, "train.lr: 0.05 -> 0.1"),
+        ({"seed": 1}, "seed: 0 -> 1"),
+        ({"data__root_extra": "x"}, "data.root_extra: None -> 'x'"),  # not data.root itself
+    ],
+)
+def test_other_settings_are_refused_on_resume_naming_them(changes, message):
+    with pytest.raises(ValueError, match="last.pt") as info:
+        check_resume_config(_with(**changes), SAVED, Path("run/checkpoints/last.pt"))
+    assert message in str(info.value)
