@@ -31,7 +31,6 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
     color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (0: off)
     val_every: int = 5000  # validate every N iterations (and at the end)
-    val_batch_size: int = 1
 
 
 @dataclass
