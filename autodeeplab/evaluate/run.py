@@ -22,16 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def results_path(cfg: EvaluateConfig) -> Path:
-    """Where the results go: ``cfg.out``, else ``eval_<split>[_ms][_flip].json`` in the run
-    directory of the checkpoint (the folder above ``checkpoints/``)."""
+    """Where the results go: ``cfg.out``, else
+    ``eval_<checkpoint>_<split>[_ms<scales>][_flip][_crop<size>].json`` in the run directory of
+    the checkpoint (the folder above ``checkpoints/``), e.g. ``eval_best_val_ms0.5-1-2_flip.json``:
+    evaluations with other inference settings get other files."""
     if cfg.out is not None:
         return Path(cfg.out)
     checkpoint = Path(cfg.checkpoint)
     folder = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    tag = "_ms" if list(cfg.scales) != [1.0] else ""
+    tag = "_ms" + "-".join(f"{s:g}" for s in cfg.scales) if list(cfg.scales) != [1.0] else ""
     tag += "_flip" if cfg.flip else ""
+    tag += f"_crop{cfg.crop_size}" if cfg.crop_size is not None else ""
     return folder / f"eval_{checkpoint.stem}_{cfg.split}{tag}.json"
 
 

@@ -124,7 +124,7 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
     cfg = evaluate_config("experiment=smoke", f"checkpoint={checkpoint}")
     result = run_evaluate(cfg)
     out = results_path(cfg)
-    assert out == tmp_path / "eval_best_val_ms_flip.json"
+    assert out == tmp_path / "eval_best_val_ms0.75-1-1.25_flip.json"
     saved = json.loads(out.read_text())
     assert saved["miou"] == result["miou"] and set(saved["per_class"]) == {
         "brick",
@@ -151,6 +151,27 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
                 "out=" + str(tmp_path / "x.json"),
             )
         )
+
+
+def test_evaluations_with_other_inference_settings_get_other_files(evaluate_config, tmp_path):
+    checkpoint = f"checkpoint={tmp_path / 'checkpoints' / 'best.pt'}"
+    names = {
+        results_path(evaluate_config(checkpoint, *overrides)).name
+        for overrides in (
+            ["scales=[1.0]", "flip=false"],
+            ["scales=[1.0]", "flip=false", "crop_size=769"],
+            ["scales=[0.5,1.0,2.0]", "flip=true"],
+            ["scales=[0.75,1.0,1.25]", "flip=true"],
+            ["scales=[1.0]", "flip=false", "split=test"],
+        )
+    }
+    assert names == {
+        "eval_best_val.json",
+        "eval_best_val_crop769.json",
+        "eval_best_val_ms0.5-1-2_flip.json",
+        "eval_best_val_ms0.75-1-1.25_flip.json",
+        "eval_best_test.json",
+    }
 
 
 def test_colour_jitter_is_applied_before_normalisation():
