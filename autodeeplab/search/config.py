@@ -7,6 +7,7 @@ that names the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
@@ -80,6 +81,71 @@ class SearchConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     progress: bool = True  # progress bars
     tensorboard: bool = True  # write TensorBoard event files into the run directory
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """Raises ``ValueError`` naming every setting of ``cfg`` outside its range (``key=value:
+    expected ...``), so that a bad value stops a search before it writes anything or trains."""
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, value: object, expected: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r}: expected {expected}")
+
+    def positive(key: str, value: float | int | None, *, optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        expected = "a positive number" + (" or null" if optional else "")
+        need(value is not None and value > 0 and math.isfinite(value), key, value, expected)
+
+    def non_negative(key: str, value: float) -> None:
+        need(value >= 0 and math.isfinite(value), key, value, "a number >= 0")
+
+    space, optim, loop, data = cfg.space, cfg.optim, cfg.search, cfg.data
+    for key in ("layers", "levels", "filter_multiplier", "blocks", "aspp_channels"):
+        positive(f"space.{key}", getattr(space, key))
+    stem = list(space.stem_channels)
+    need(
+        len(stem) == 3 and all(c > 0 for c in stem),
+        "space.stem_channels",
+        stem,
+        "three positive channel counts",
+    )
+    k = space.partial_channels
+    need(
+        k >= 1 and space.filter_multiplier % k == 0,
+        "space.partial_channels",
+        k,
+        f"a positive divisor of space.filter_multiplier={space.filter_multiplier}",
+    )
+    for key in ("lr", "arch_lr"):
+        positive(f"optim.{key}", getattr(optim, key))
+    for key in ("lr_min", "momentum", "weight_decay", "arch_weight_decay"):
+        non_negative(f"optim.{key}", getattr(optim, key))
+    positive("optim.grad_clip", optim.grad_clip, optional=True)
+    betas = list(optim.arch_betas)
+    need(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas),
+        "optim.arch_betas",
+        betas,
+        "two numbers in [0, 1)",
+    )
+    positive("search.epochs", loop.epochs)
+    need(loop.arch_start_epoch >= 0, "search.arch_start_epoch", loop.arch_start_epoch, "0 or more")
+    for key in ("batch_size", "eval_batch_size"):
+        positive(f"search.{key}", getattr(loop, key))
+    positive("search.max_steps", loop.max_steps, optional=True)
+    positive("data.crop_size", data.crop_size)
+    need(
+        0 < data.scale_min <= data.scale_max,
+        "data.scale_min, data.scale_max",
+        (data.scale_min, data.scale_max),
+        "0 < scale_min <= scale_max",
+    )
+    need(data.num_workers >= 0, "data.num_workers", data.num_workers, "0 or more")
+    positive("threads", cfg.threads, optional=True)
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def to_search_config(cfg: DictConfig | dict) -> SearchConfig:

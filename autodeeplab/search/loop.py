@@ -36,7 +36,7 @@ from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
 from autodeeplab.search.bilevel import arch_step, segmentation_loss, weight_step
-from autodeeplab.search.config import SearchConfig
+from autodeeplab.search.config import SearchConfig, check_search_config
 from autodeeplab.search.records import TensorBoardLog, write_history
 from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
@@ -66,23 +66,27 @@ class SearchData:
         val_set = dataset_from_config(data, "val", data.val_samples)
         split_path = run_dir / "split.json"
 
+        world = distributed.world_size()
+
         def split() -> tuple[list[int], list[int]]:
             if cfg.resume:
-                return load_split(split_path)
-            part_a, part_b = search_split(len(train_set), cfg.seed)
-            save_split(split_path, part_a, part_b, seed=cfg.seed, dataset=data.name)
+                part_a, part_b = load_split(split_path)
+            else:
+                part_a, part_b = search_split(len(train_set), cfg.seed)
+            for name, part in (("A", part_a), ("B", part_b)):
+                if len(part) // world < cfg.search.batch_size:
+                    ranks = f" ({len(part) // world} per process of {world})" if world > 1 else ""
+                    raise ValueError(
+                        f"split {name} has {len(part)} samples{ranks}, fewer than "
+                        f"search.batch_size={cfg.search.batch_size}; use more training samples "
+                        "or a smaller batch"
+                    )
+            if not cfg.resume:
+                save_split(split_path, part_a, part_b, seed=cfg.seed, dataset=data.name)
             return part_a, part_b
 
         # Rank 0 reads or writes split.json; every rank uses its split.
         part_a, part_b = distributed.run_on_main(split)
-        world = distributed.world_size()
-        for name, part in (("A", part_a), ("B", part_b)):
-            if len(part) // world < cfg.search.batch_size:
-                ranks = f" ({len(part) // world} per process of {world})" if world > 1 else ""
-                raise ValueError(
-                    f"split {name} has {len(part)} samples{ranks}, fewer than search.batch_size="
-                    f"{cfg.search.batch_size}; use more training samples or a smaller batch"
-                )
         augment = search_transform(
             data.crop_size,
             scale=(data.scale_min, data.scale_max),
@@ -272,15 +276,16 @@ def run_search(
     shard of A and B with gradients averaged over the ranks, so the weights, alpha, beta and
     the genotype stay identical on all ranks; only rank 0 touches ``run_dir``."""
     run_dir = Path(run_dir)
-    loop = cfg.search
-    if loop.arch_start_epoch < 0 or loop.epochs < 1:
-        raise ValueError(
-            f"search.epochs={loop.epochs} and search.arch_start_epoch="
-            f"{loop.arch_start_epoch}: expected epochs >= 1 and a start >= 0"
+    # Refuse bad values before the run directory is made.
+    check_search_config(cfg)
+    autocast_dtype(cfg.search.precision)
+    if cfg.search.arch_start_epoch >= cfg.search.epochs:
+        log.warning(
+            "search.arch_start_epoch=%d with search.epochs=%d: no architecture steps, so the "
+            "genotype decodes alpha and beta as initialised",
+            cfg.search.arch_start_epoch,
+            cfg.search.epochs,
         )
-    if loop.max_steps is not None and loop.max_steps < 1:
-        raise ValueError(f"search.max_steps={loop.max_steps}; expected a positive number or null")
-    autocast_dtype(loop.precision)  # refuse a bad value before the run directory is made
     with open_run_dir(
         run_dir,
         resume=cfg.resume,
@@ -309,12 +314,13 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
     device = distributed.local_device(resolve_device(cfg.device))
     main = distributed.is_main()
     torch.manual_seed(cfg.seed)
-    data = SearchData.prepare(cfg, run_dir, device)
     model_args = dict(num_classes=cfg.data.num_classes, **dataclasses.asdict(cfg.space))
     net = build_supernet(**model_args).to(device)
     net.checkpoint_nodes = loop.checkpoint
     net.autocast_dtype = autocast_dtype(loop.precision)
     opt = Optimisers.build(net, cfg)
+    # After everything that can refuse the settings: this writes split.json, the first output.
+    data = SearchData.prepare(cfg, run_dir, device)
 
     history: dict[str, list[Any]] = {"epoch": [], "alpha": [], "beta": []}
     records: list[dict[str, Any]] = []

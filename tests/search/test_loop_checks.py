@@ -31,6 +31,16 @@ def _smoke(*overrides):
         (["search.max_steps=0"], "search.max_steps=0"),
         (["search.epochs=0"], "search.epochs=0"),
         (["search.precision=fp16"], r"search.precision='fp16': expected one of \['bf16', 'fp32'\]"),
+        (["search.batch_size=0"], "search.batch_size=0: expected a positive number"),
+        (["search.eval_batch_size=0"], "search.eval_batch_size=0: expected a positive number"),
+        (["space.partial_channels=3"], "space.partial_channels=3: expected a positive divisor"),
+        (["space.layers=0"], "space.layers=0"),
+        (["space.stem_channels=[8,8]"], r"space.stem_channels=\[8, 8\]: expected three"),
+        (["optim.lr=-1"], "optim.lr=-1.0: expected a positive number"),
+        (["optim.arch_betas=[0.9]"], r"optim.arch_betas=\[0.9\]: expected two numbers"),
+        (["data.crop_size=0"], "data.crop_size=0"),
+        (["threads=0"], "threads=0: expected a positive number or null"),
+        (["optim.lr=0", "search.eval_batch_size=0"], "optim.lr=0.0.*; search.eval_batch_size=0"),
         (["+data.options.colour=1"], "unknown option 'colour'"),
         pytest.param(
             ["device=cuda:7"],
@@ -42,6 +52,8 @@ def _smoke(*overrides):
 def test_bad_settings_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         run_search(_smoke(*overrides), tmp_path / "run")
+    # Refused before the first output: the same directory takes the corrected run.
+    assert not (tmp_path / "run" / "split.json").exists()
 
 
 def test_two_searches_never_share_a_run_directory(tmp_path):
