@@ -37,6 +37,12 @@ def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) ->
     ``outputs``: files besides the checkpoint that mark an earlier run."""
     checkpoint = run_dir / CHECKPOINT
     earlier = [p for p in (CHECKPOINT, *map(Path, outputs)) if (run_dir / p).exists()]
+    if not resume and earlier and not checkpoint.exists():
+        raise FileExistsError(
+            f"{run_dir} holds an earlier run that stopped before its first checkpoint "
+            f"({', '.join(map(str, earlier))}): it cannot be resumed, and earlier outputs are "
+            "never overwritten; choose another hydra.run.dir"
+        )
     if not resume and earlier:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(map(str, earlier))}); pass "

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from autodeeplab.engine.rundir import check_resume_config
+from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir
 
 SAVED = {
     "seed": 0,
@@ -13,7 +13,9 @@ SAVED = {
 
 
 def _with(**changes):
-    config = {key: dict(value) if isinstance(value, dict) else value for key, value in SAVED.items()}
+    config = {
+        key: dict(value) if isinstance(value, dict) else value for key, value in SAVED.items()
+    }
     for dotted, value in changes.items():
         group, _, key = dotted.partition("__")
         if key:
@@ -41,3 +43,19 @@ def test_other_settings_are_refused_on_resume_naming_them(changes, message):
     with pytest.raises(ValueError, match="last.pt") as info:
         check_resume_config(_with(**changes), SAVED, Path("run/checkpoints/last.pt"))
     assert message in str(info.value)
+
+
+def test_run_directories_are_never_reused(tmp_path):
+    check_run_dir(tmp_path, resume=False, outputs=("split.json",))  # empty: a new run
+    (tmp_path / "split.json").write_text("{}")
+    with pytest.raises(
+        FileExistsError, match=r"stopped before its first checkpoint \(split.json\)"
+    ):
+        check_run_dir(tmp_path, resume=False, outputs=("split.json",))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        check_run_dir(tmp_path, resume=True, outputs=("split.json",))
+    (tmp_path / CHECKPOINT).parent.mkdir()
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    with pytest.raises(FileExistsError, match="already holds a run.*pass resume=true"):
+        check_run_dir(tmp_path, resume=False, outputs=("split.json",))
+    check_run_dir(tmp_path, resume=True, outputs=("split.json",))
