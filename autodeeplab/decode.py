@@ -32,6 +32,20 @@ def op_probabilities(alpha: Any) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _check_finite(name: str, values: np.ndarray, where: np.ndarray | None = None) -> None:
+    """Raises ``ValueError`` where ``values`` (those under the mask ``where``) are not finite:
+    a diverged search, whose decoding would be arbitrary."""
+    bad = ~np.isfinite(values)
+    if where is not None:
+        bad &= where
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite entries (the first at index {first}, "
+            f"{values[first]}): the search diverged and its architecture cannot be decoded"
+        )
+
+
 def blocks_for_edges(edges: int) -> int:
     """The number of blocks B whose cell has ``edges`` edges (20 -> 5)."""
     blocks = 0
@@ -51,9 +65,11 @@ def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
     index. Each kept edge takes its argmax op excluding ``none``. Kept edges are listed in input
     order (``prev_prev``, ``prev``, ``block1``, ...).
     """
-    weights = op_probabilities(alpha)
-    if weights.ndim != 2 or weights.shape[1] != len(PRIMITIVES):
-        raise ValueError(f"alpha must have shape (edges, {len(PRIMITIVES)}), got {weights.shape}")
+    logits = _as_array(alpha)
+    if logits.ndim != 2 or logits.shape[1] != len(PRIMITIVES):
+        raise ValueError(f"alpha must have shape (edges, {len(PRIMITIVES)}), got {logits.shape}")
+    _check_finite("alpha", logits)
+    weights = op_probabilities(logits)
     real = weights.copy()
     real[:, _NONE] = -np.inf
     cell = []
@@ -79,6 +95,7 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
         raise ValueError(f"beta must have shape (layers, levels, 3), got {logits.shape}")
     layers, levels, _ = logits.shape
     lattice = Lattice(layers, levels)
+    _check_finite("beta", logits, lattice.beta_mask().numpy())  # entries of real transitions
     with np.errstate(divide="ignore"):  # log 0 = -inf where there is no transition
         log_p = np.log(transition_probabilities(logits, lattice))
     score = np.full(levels, -np.inf)

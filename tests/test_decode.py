@@ -167,3 +167,22 @@ def test_numpy_and_torch_beta_normalisations_agree():
         torch.from_numpy(transition_probabilities(beta.numpy())).float(),
         normalise_beta(beta, lattice.beta_mask()),
     )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_diverged_search_is_refused_not_decoded(value):
+    alpha, beta = torch.randn(20, len(PRIMITIVES)), torch.randn(3, 4, 3)
+    bad_alpha = alpha.clone()
+    bad_alpha[7, 2] = value
+    with pytest.raises(
+        ValueError, match=r"alpha has 1 non-finite entries \(the first at index \(7, 2\)"
+    ):
+        decode(bad_alpha, beta)
+    bad_beta = beta.clone()
+    bad_beta[2, 1, 0] = value  # a real transition: level 1 -> 0 at layer 3
+    with pytest.raises(ValueError, match=r"beta has 1 non-finite entries .*index \(2, 1, 0\)"):
+        decode(alpha, bad_beta)
+    # Entries of transitions the lattice does not have are never read.
+    unused = beta.clone()
+    unused[0, 3, :] = value
+    assert decode(alpha, unused) == decode(alpha, beta)

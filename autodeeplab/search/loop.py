@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -362,15 +363,26 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
             cfg.data.ignore_index,
             device,
         )
+        # Every rank ran the same number of steps: the mean of the ranks' means is the mean loss.
+        train_loss, arch_loss = distributed.average(
+            [float(np.mean(weight_losses)), float(np.mean(arch_losses)) if arch_losses else 0.0]
+        )
+        if not (math.isfinite(train_loss) and math.isfinite(arch_loss)):
+            kept = (
+                f"the last checkpoint, {run_dir / CHECKPOINT}, holds epoch {epoch - 1}"
+                if epoch > 1
+                else "no checkpoint was written"
+            )
+            raise ValueError(
+                f"epoch {epoch}: mean weight loss {train_loss}, architecture loss {arch_loss}: "
+                "the search diverged (lower optim.lr or optim.arch_lr, or set optim.grad_clip); "
+                + kept
+            )
         alpha, beta = (p.detach().cpu().clone() for p in net.arch_parameters())
         genotype = decode(alpha, beta, meta={"epoch": epoch})
         history["epoch"].append(epoch)
         history["alpha"].append(alpha)
         history["beta"].append(beta)
-        # Every rank ran the same number of steps: the mean of the ranks' means is the mean loss.
-        train_loss, arch_loss = distributed.average(
-            [float(np.mean(weight_losses)), float(np.mean(arch_losses)) if arch_losses else 0.0]
-        )
         records.append(
             {
                 "epoch": epoch,

@@ -85,3 +85,12 @@ def test_smoke_search_runs_on_a_users_folder_with_images_of_different_sizes(tmp_
     genotype = run_search(cfg, tmp_path / "run")
     assert len(genotype.path) == 3
     assert (tmp_path / "run" / "genotypes" / "epoch_002.json").is_file()
+
+
+def test_a_diverging_search_stops_with_an_error_instead_of_a_genotype(tmp_path):
+    cfg = _smoke(
+        "optim.lr=1e12", "optim.grad_clip=null", "optim.arch_lr=1e12", "search.arch_start_epoch=0"
+    )
+    with pytest.raises(ValueError, match="epoch 1: mean weight loss (nan|inf).*the search diverged"):
+        run_search(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "genotype.json").exists()
