@@ -115,9 +115,11 @@ class Genotype:
         """Read a genotype file (v1 format)."""
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise GenotypeError(f"{path}: not a UTF-8 text file, so not JSON ({err})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -81,6 +81,9 @@ def test_unreadable_and_invalid_json(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(GenotypeError, match="not valid JSON"):
         Genotype.from_json(tmp_path / "x.json")
+    (tmp_path / "y.json").write_bytes(b"\x80\x81\xff{}")  # e.g. a checkpoint passed by mistake
+    with pytest.raises(GenotypeError, match=r"y.json: not a UTF-8 text file"):
+        Genotype.from_json(tmp_path / "y.json")
     with pytest.raises(GenotypeError, match="unknown genotype name"):
         Genotype.named("nope")
 
