@@ -269,6 +269,7 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
+            step_lr = schedule.get_last_lr()[0]  # the rate of the step just taken
             schedule.step()
             step += 1
             losses.append(loss.item())
@@ -295,7 +296,7 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
                     "train_loss": train_loss,
                     "miou": scores["miou"],
                     "pixel_acc": scores["pixel_acc"],
-                    "lr": schedule.get_last_lr()[0],
+                    "lr": step_lr,
                     "seconds": time.perf_counter() - began,
                     "peak_memory_mib": peak_memory_mib(device),
                 }

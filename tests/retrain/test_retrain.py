@@ -45,6 +45,9 @@ def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_pa
         assert (tmp_path / name).is_file()
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [12, 24]
+    # The rate of each record's last step: poly from 0.02 over 24 steps (0 only after the end).
+    expected = [0.02 * (1 - (r["step"] - 1) / 24) ** 0.9 for r in records]
+    assert [r["lr"] for r in records] == pytest.approx(expected)
     assert best["miou"] == max(r["miou"] for r in records)
     state = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
     assert state["step"] == best["step"]
