@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from autodeeplab.engine.config import RangeCheck
+
 
 @dataclass
 class DataConfig:
@@ -25,3 +27,16 @@ class DataConfig:
     val_samples: int | None = None  # use only the first N validation samples (None: all)
     num_workers: int = 0  # DataLoader worker processes
     options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset builder
+
+
+def check_data_ranges(check: RangeCheck, data: DataConfig) -> None:
+    """Adds ``data``'s settings outside their range to ``check``."""
+    check.positive("data.crop_size", data.crop_size)
+    scales = (data.scale_min, data.scale_max)
+    check.need(
+        0 < data.scale_min <= data.scale_max,
+        "data.scale_min, data.scale_max",
+        scales,
+        "0 < scale_min <= scale_max",
+    )
+    check.need(data.num_workers >= 0, "data.num_workers", data.num_workers, "0 or more")

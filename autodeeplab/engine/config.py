@@ -1,7 +1,10 @@
-"""Composed Hydra configs -> typed dataclass configs, with unknown keys refused by name."""
+"""Composed Hydra configs -> typed dataclass configs, with unknown keys refused by name and
+values out of range refused by key (:class:`RangeCheck`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -31,3 +34,36 @@ def _check_keys(values: Any, schema: type, prefix: str) -> None:
         target = known[key].default_factory() if callable(known[key].default_factory) else None
         if is_dataclass(target) and value is not None:
             _check_keys(value, type(target), f"{prefix}{key}.")
+
+
+class RangeCheck:
+    """Collects settings outside their range as ``key=value: expected ...`` and raises them
+    together (:meth:`raise_any`), so that a stage refuses bad values before it writes anything
+    or trains, naming each one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def need(self, ok: bool, key: str, value: object, expected: str) -> None:
+        if not ok:
+            self.problems.append(f"{key}={value!r}: expected {expected}")
+
+    def positive(self, key: str, value: float | None, *, optional: bool = False) -> None:
+        """``value > 0`` (and finite); ``None`` too where ``optional``."""
+        if optional and value is None:
+            return
+        expected = "a positive number" + (" or null" if optional else "")
+        self.need(value is not None and 0 < value < math.inf, key, value, expected)
+
+    def non_negative(self, key: str, value: float) -> None:
+        self.need(0 <= value < math.inf, key, value, "a number >= 0")
+
+    def channels(self, key: str, value: Sequence[int], count: int) -> None:
+        """``count`` positive channel counts."""
+        value = list(value)
+        ok = len(value) == count and all(c > 0 for c in value)
+        self.need(ok, key, value, f"{count} positive channel counts")
+
+    def raise_any(self) -> None:
+        if self.problems:
+            raise ValueError("; ".join(self.problems))

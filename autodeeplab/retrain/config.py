@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autodeeplab.data.config import DataConfig
+from autodeeplab.data.config import DataConfig, check_data_ranges
+from autodeeplab.engine.config import RangeCheck
 
 
 @dataclass
@@ -58,3 +59,26 @@ class RetrainConfig:
     threads: int | None = None
     progress: bool = True
     tensorboard: bool = True
+
+
+def check_retrain_config(cfg: RetrainConfig) -> None:
+    """Raises ``ValueError`` naming every setting of ``cfg`` outside its range (``key=value:
+    expected ...``), so that a bad value stops a retrain before it writes anything or trains."""
+    check = RangeCheck()
+    model, train, loss = cfg.model, cfg.train, cfg.loss
+    for key in ("filter_multiplier", "aspp_channels", "decoder_channels"):
+        check.positive(f"model.{key}", getattr(model, key))
+    keep = model.drop_path_keep_prob
+    check.need(0 < keep <= 1, "model.drop_path_keep_prob", keep, "a probability in (0, 1]")
+    check.channels("model.stem_channels", model.stem_channels, 3)
+    for key in ("iterations", "batch_size", "lr", "val_every"):
+        check.positive(f"train.{key}", getattr(train, key))
+    for key in ("power", "momentum", "weight_decay", "color_jitter"):
+        check.non_negative(f"train.{key}", getattr(train, key))
+    check.positive("train.grad_clip", train.grad_clip, optional=True)
+    check.need(0 < loss.ohem_thresh <= 1, "loss.ohem_thresh", loss.ohem_thresh, "in (0, 1]")
+    check.need(loss.ohem_min_kept >= 0, "loss.ohem_min_kept", loss.ohem_min_kept, "0 or more")
+    check.non_negative("loss.focal_gamma", loss.focal_gamma)
+    check_data_ranges(check, cfg.data)
+    check.positive("threads", cfg.threads, optional=True)
+    check.raise_any()

@@ -39,7 +39,7 @@ from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
 from autodeeplab.genotype import Genotype, GenotypeError
 from autodeeplab.models import build_model
-from autodeeplab.retrain.config import RetrainConfig
+from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,7 @@ def run_retrain(
     record. ``on_start`` runs once the directory is locked and checked. Under ``torchrun``
     every rank calls this; only rank 0 touches ``run_dir``."""
     run_dir = Path(run_dir)
-    train = cfg.train
-    if train.iterations < 1 or train.val_every < 1 or train.batch_size < 1:
-        raise ValueError(
-            f"train.iterations={train.iterations}, train.val_every={train.val_every} and "
-            f"train.batch_size={train.batch_size} must be positive"
-        )
+    check_retrain_config(cfg)
     with open_run_dir(
         run_dir,
         resume=cfg.resume,

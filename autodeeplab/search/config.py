@@ -7,13 +7,12 @@ that names the key.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from autodeeplab.data.config import DataConfig
-from autodeeplab.engine.config import to_config
+from autodeeplab.data.config import DataConfig, check_data_ranges
+from autodeeplab.engine.config import RangeCheck, to_config
 
 
 @dataclass
@@ -86,66 +85,38 @@ class SearchConfig:
 def check_search_config(cfg: SearchConfig) -> None:
     """Raises ``ValueError`` naming every setting of ``cfg`` outside its range (``key=value:
     expected ...``), so that a bad value stops a search before it writes anything or trains."""
-    problems: list[str] = []
-
-    def need(ok: bool, key: str, value: object, expected: str) -> None:
-        if not ok:
-            problems.append(f"{key}={value!r}: expected {expected}")
-
-    def positive(key: str, value: float | int | None, *, optional: bool = False) -> None:
-        if optional and value is None:
-            return
-        expected = "a positive number" + (" or null" if optional else "")
-        need(value is not None and value > 0 and math.isfinite(value), key, value, expected)
-
-    def non_negative(key: str, value: float) -> None:
-        need(value >= 0 and math.isfinite(value), key, value, "a number >= 0")
-
-    space, optim, loop, data = cfg.space, cfg.optim, cfg.search, cfg.data
+    check = RangeCheck()
+    space, optim, loop = cfg.space, cfg.optim, cfg.search
     for key in ("layers", "levels", "filter_multiplier", "blocks", "aspp_channels"):
-        positive(f"space.{key}", getattr(space, key))
-    stem = list(space.stem_channels)
-    need(
-        len(stem) == 3 and all(c > 0 for c in stem),
-        "space.stem_channels",
-        stem,
-        "three positive channel counts",
-    )
+        check.positive(f"space.{key}", getattr(space, key))
+    check.channels("space.stem_channels", space.stem_channels, 3)
     k = space.partial_channels
-    need(
+    check.need(
         k >= 1 and space.filter_multiplier % k == 0,
         "space.partial_channels",
         k,
         f"a positive divisor of space.filter_multiplier={space.filter_multiplier}",
     )
     for key in ("lr", "arch_lr"):
-        positive(f"optim.{key}", getattr(optim, key))
+        check.positive(f"optim.{key}", getattr(optim, key))
     for key in ("lr_min", "momentum", "weight_decay", "arch_weight_decay"):
-        non_negative(f"optim.{key}", getattr(optim, key))
-    positive("optim.grad_clip", optim.grad_clip, optional=True)
+        check.non_negative(f"optim.{key}", getattr(optim, key))
+    check.positive("optim.grad_clip", optim.grad_clip, optional=True)
     betas = list(optim.arch_betas)
-    need(
+    check.need(
         len(betas) == 2 and all(0 <= b < 1 for b in betas),
         "optim.arch_betas",
         betas,
         "two numbers in [0, 1)",
     )
-    positive("search.epochs", loop.epochs)
-    need(loop.arch_start_epoch >= 0, "search.arch_start_epoch", loop.arch_start_epoch, "0 or more")
+    check.positive("search.epochs", loop.epochs)
+    check.non_negative("search.arch_start_epoch", loop.arch_start_epoch)
     for key in ("batch_size", "eval_batch_size"):
-        positive(f"search.{key}", getattr(loop, key))
-    positive("search.max_steps", loop.max_steps, optional=True)
-    positive("data.crop_size", data.crop_size)
-    need(
-        0 < data.scale_min <= data.scale_max,
-        "data.scale_min, data.scale_max",
-        (data.scale_min, data.scale_max),
-        "0 < scale_min <= scale_max",
-    )
-    need(data.num_workers >= 0, "data.num_workers", data.num_workers, "0 or more")
-    positive("threads", cfg.threads, optional=True)
-    if problems:
-        raise ValueError("; ".join(problems))
+        check.positive(f"search.{key}", getattr(loop, key))
+    check.positive("search.max_steps", loop.max_steps, optional=True)
+    check_data_ranges(check, cfg.data)
+    check.positive("threads", cfg.threads, optional=True)
+    check.raise_any()
 
 
 def to_search_config(cfg: DictConfig | dict) -> SearchConfig:

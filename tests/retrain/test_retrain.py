@@ -7,6 +7,7 @@ import torch
 import autodeeplab.retrain.loop as retrain_loop
 from autodeeplab import Genotype, load_model
 from autodeeplab.evaluate.run import results_path, run_evaluate
+from autodeeplab.retrain.config import check_retrain_config
 from autodeeplab.retrain.loop import run_retrain
 
 DROP = ("experiment=smoke", "model.drop_path_keep_prob=0.7")
@@ -24,7 +25,25 @@ EXPERIMENTS = sorted(
 )
 def test_every_retrain_option_composes(retrain_config, overrides):
     cfg = retrain_config(*overrides)
-    assert cfg.train.lr > 0 and cfg.model.filter_multiplier > 0
+    check_retrain_config(cfg)  # every shipped setting is in range
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.batch_size=0"], "train.batch_size=0: expected a positive number"),
+        (["train.lr=-1"], "train.lr=-1.0: expected a positive number"),
+        (["model.drop_path_keep_prob=0"], r"model.drop_path_keep_prob=0.0: expected .* \(0, 1\]"),
+        (["model.stem_channels=[8,8]"], r"model.stem_channels=\[8, 8\]: expected 3 positive"),
+        (["loss=focal", "loss.focal_gamma=-1"], "loss.focal_gamma=-1.0: expected a number >= 0"),
+        (["data.scale_min=2"], r"data.scale_min, data.scale_max=\(2.0, 1.0\)"),
+        (["threads=0", "train.power=-1"], "train.power=-1.0: .*; threads=0: expected"),
+    ],
+)
+def test_bad_retrain_settings_are_refused_naming_them(retrain_config, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run_retrain(retrain_config("experiment=smoke", *overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
 def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from autodeeplab.conf_path import CONF_DIR
-from autodeeplab.search.config import SearchConfig, to_search_config
+from autodeeplab.search.config import SearchConfig, check_search_config, to_search_config
 
 ConfigStore.instance().store(name="search_schema", node=SearchConfig)
 
@@ -42,6 +42,7 @@ def test_every_config_option_composes_into_the_schema(override):
         overrides.append("data.num_classes=3")
     cfg = to_search_config(_compose(overrides))
     assert isinstance(cfg, SearchConfig)
+    check_search_config(cfg)  # every shipped setting is in range
 
 
 def test_paper_experiment_has_the_paper_settings():

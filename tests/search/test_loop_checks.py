@@ -35,7 +35,7 @@ def _smoke(*overrides):
         (["search.eval_batch_size=0"], "search.eval_batch_size=0: expected a positive number"),
         (["space.partial_channels=3"], "space.partial_channels=3: expected a positive divisor"),
         (["space.layers=0"], "space.layers=0"),
-        (["space.stem_channels=[8,8]"], r"space.stem_channels=\[8, 8\]: expected three"),
+        (["space.stem_channels=[8,8]"], r"space.stem_channels=\[8, 8\]: expected 3 positive"),
         (["optim.lr=-1"], "optim.lr=-1.0: expected a positive number"),
         (["optim.arch_betas=[0.9]"], r"optim.arch_betas=\[0.9\]: expected two numbers"),
         (["data.crop_size=0"], "data.crop_size=0"),
@@ -91,6 +91,8 @@ def test_a_diverging_search_stops_with_an_error_instead_of_a_genotype(tmp_path):
     cfg = _smoke(
         "optim.lr=1e12", "optim.grad_clip=null", "optim.arch_lr=1e12", "search.arch_start_epoch=0"
     )
-    with pytest.raises(ValueError, match="epoch 1: mean weight loss (nan|inf).*the search diverged"):
+    with pytest.raises(
+        ValueError, match="epoch 1: mean weight loss (nan|inf).*the search diverged"
+    ):
         run_search(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "genotype.json").exists()
