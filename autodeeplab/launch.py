@@ -30,7 +30,7 @@ def _resolve_run_dir(config_dir: str, config_name: str, overrides: Sequence[str]
 
 def _hydra_value(text: str) -> str:
     """``text`` as the value of a Hydra command-line override (quoted when it must be)."""
-    if re.fullmatch(r"[\w/.:~+@-]+", text):
+    if re.fullmatch(r"[\w/.:~+@-]+", text, re.ASCII):
         return text
     # In Hydra's quoted strings a backslash escapes only a quote or the backslashes before one.
     escaped = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + ("\\'" if m[2] else ""), text)

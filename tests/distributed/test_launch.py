@@ -15,7 +15,14 @@ ConfigStore.instance().store(name="search_schema", node=SearchConfig)
 
 @pytest.mark.parametrize(
     "text",
-    ["runs/search/2026-01-02_03-04-05", "/data/my runs/a,b=c", "it's [1]", "C:\\r\\", "x\\'"],
+    [
+        "runs/search/2026-01-02_03-04-05",
+        "/data/my runs/a,b=c",
+        "it's [1]",
+        "C:\\r\\",
+        "x\\'",
+        "runs/été/Zürich",  # non-ASCII letters: Hydra takes them only quoted
+    ],
 )
 def test_values_survive_hydras_override_parser(text):
     override = OverridesParser.create().parse_override(f"hydra.run.dir={_hydra_value(text)}")
