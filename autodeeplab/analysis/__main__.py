@@ -75,13 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = {name: draw(run, args.epoch) for name, draw in FIGURES.items()}
         if other is not None:
             figures["compare"] = plot_comparison(run, other, args.epoch)
-    except (FileNotFoundError, ValueError) as err:  # GenotypeError is a ValueError
+        out.mkdir(parents=True, exist_ok=True)
+        for name, figure in figures.items():
+            figure.savefig(targets[name], dpi=120)
+            print(targets[name])
+    except (OSError, ValueError) as err:  # GenotypeError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    for name, figure in figures.items():
-        figure.savefig(targets[name], dpi=120)
-        print(targets[name])
     return 0
 
 

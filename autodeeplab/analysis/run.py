@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from autodeeplab.decode import blocks_for_edges
 from autodeeplab.genotype import Genotype
@@ -31,8 +34,9 @@ class SearchRun:
     ``alpha``: raw logits ``(epochs, edges, ops)``; ``beta``: raw logits
     ``(epochs, L, levels, 3)``; ``epochs``: the epoch number of each history row (1-based);
     ``genotypes``: the decoded genotype after each of those epochs; ``genotype``: the final one
-    (``genotype.json``); ``records``: the rows of ``metrics.jsonl``; ``config``: the run's
-    ``.hydra/config.yaml`` as a plain dict.
+    (``genotype.json``, or the last epoch's where the search has not finished); ``records``: the
+    rows of ``metrics.jsonl``; ``config``: the run's ``.hydra/config.yaml`` as a plain dict
+    (empty for a run started from Python, which has none).
     """
 
     path: Path
@@ -85,21 +89,26 @@ class SearchRun:
         return self.genotypes[self.index(epoch)]
 
 
-def _require(path: Path, what: str) -> Path:
+def _require(run_dir: Path, name: str, what: str) -> Path:
+    """``run_dir / name``, which must exist."""
+    path = run_dir / name
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path.parent} is not a complete search run directory: {what} {path.name!r} "
+            f"{run_dir} is not a search run directory with a recorded epoch: {what} {name!r} "
             f"is missing ({path})"
         )
     return path
 
 
 def _read_history(path: Path) -> dict[str, np.ndarray]:
-    with np.load(_require(path, "the architecture history"), allow_pickle=False) as data:
-        missing = [key for key in HISTORY_KEYS if key not in data.files]
-        if missing:
-            raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")
-        history = {key: data[key] for key in HISTORY_KEYS}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in HISTORY_KEYS if key not in data.files]
+            if missing:
+                raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")
+            history = {key: data[key] for key in HISTORY_KEYS}
+    except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or not an .npz
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     epochs, alpha, beta = history["epoch"], history["alpha"], history["beta"]
     if alpha.ndim != 3 or beta.ndim != 4 or beta.shape[-1] != 3:
         raise ValueError(
@@ -117,7 +126,7 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
 
 def _read_records(path: Path) -> tuple[dict[str, Any], ...]:
     records = []
-    lines = _require(path, "the metrics file").read_text().splitlines()
+    lines = path.read_text().splitlines()
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
@@ -132,21 +141,19 @@ def load_run(run_dir: str | os.PathLike) -> SearchRun:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist")
-    history = _read_history(path / "arch_history.npz")
-    config_path = _require(path / ".hydra" / "config.yaml", "the run configuration")
-    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    history = _read_history(_require(path, "arch_history.npz", "the architecture history"))
     levels = int(history["beta"].shape[2])
     epochs = tuple(int(e) for e in history["epoch"])
     genotypes = tuple(
         Genotype.from_json(
-            _require(path / "genotypes" / f"epoch_{e:03d}.json", f"epoch {e}'s genotype"),
+            _require(path, f"genotypes/epoch_{e:03d}.json", f"epoch {e}'s genotype"),
             levels=levels,
         )
         for e in epochs
     )
-    final = Genotype.from_json(
-        _require(path / "genotype.json", "the final genotype"), levels=levels
-    )
+    # Written when the search ends: a run still going, interrupted or diverged has none.
+    final_path = path / "genotype.json"
+    final = Genotype.from_json(final_path, levels=levels) if final_path.exists() else genotypes[-1]
     return SearchRun(
         path=path,
         alpha=history["alpha"].astype(np.float64),
@@ -155,11 +162,27 @@ def load_run(run_dir: str | os.PathLike) -> SearchRun:
         op_names=tuple(str(n) for n in history["op_names"]),
         edge_names=tuple(str(n) for n in history["edge_names"]),
         direction_names=tuple(str(n) for n in history["direction_names"]),
-        records=_read_records(path / "metrics.jsonl"),
+        records=_read_records(_require(path, "metrics.jsonl", "the metrics file")),
         genotypes=genotypes,
         genotype=final,
-        config=config,
+        config=_read_config(path / ".hydra" / "config.yaml"),
     )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's configuration as the command line saved it (``{}`` where there is none),
+    interpolations resolved where they can be here (an environment variable of the machine
+    that ran the search may be unset on this one) and kept as written otherwise."""
+    if not path.is_file():
+        return {}
+    try:
+        config = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not a readable config file ({err})") from None
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(config, resolve=False)
 
 
 def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Path:
@@ -180,8 +203,9 @@ def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[s
     ]
     result = subprocess.run(command, cwd=run_dir.parent, capture_output=True, text=True)
     if result.returncode != 0:
+        # The search logs its errors to stdout, Python's tracebacks go to stderr.
         raise RuntimeError(
             f"the smoke search into {run_dir} failed ({result.returncode}):\n"
-            + result.stderr[-3000:]
+            + (result.stdout[-2000:] + result.stderr[-2000:]).strip()
         )
     return run_dir

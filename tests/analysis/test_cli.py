@@ -50,7 +50,14 @@ def test_default_folder_and_refusal_to_overwrite(smoke_dir, tmp_path, capsys):
     assert main([str(run_dir), "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("missing", ["arch_history.npz", ".hydra/config.yaml"])
+def test_an_output_path_that_is_a_file_is_a_clear_error(smoke_dir, tmp_path, capsys):
+    (tmp_path / "figs").write_text("")
+    assert main([str(smoke_dir), "--out", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "figs" in err
+
+
+@pytest.mark.parametrize("missing", ["arch_history.npz", "genotypes/epoch_001.json"])
 def test_a_missing_file_is_a_clear_error(smoke_dir, tmp_path, capsys, missing):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_dir, run_dir)

@@ -18,6 +18,7 @@ from autodeeplab.analysis import (
     genotype_changes,
     load_run,
     mean_beta_entropy,
+    smoke_search,
     stabilisation_epoch,
 )
 from autodeeplab.genotype import NAMED_GENOTYPES
@@ -158,13 +159,55 @@ def test_load_run_reads_the_smoke_run(smoke_run, smoke_dir):
 
 
 @pytest.mark.parametrize(
-    "missing", ["arch_history.npz", "metrics.jsonl", "genotype.json", "genotypes/epoch_002.json"]
+    "missing", ["arch_history.npz", "metrics.jsonl", "genotypes/epoch_002.json"]
 )
 def test_load_run_names_the_missing_file(smoke_dir, tmp_path, missing):
     copy = tmp_path / "run"
     shutil.copytree(smoke_dir, copy)
     (copy / missing).unlink()
-    with pytest.raises(FileNotFoundError, match=missing.split("/")[-1]):
+    with pytest.raises(FileNotFoundError, match=f"{copy} is not a .*'{missing}' is missing"):
+        load_run(copy)
+
+
+def test_a_failed_smoke_search_reports_why(smoke_dir):
+    with pytest.raises(RuntimeError, match="already holds a run"):  # logged on stdout
+        smoke_search(smoke_dir)
+
+
+def test_load_run_reads_unfinished_runs_and_runs_started_from_python(smoke_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_dir, copy)
+    (copy / "genotype.json").unlink()  # written only when the search ends
+    shutil.rmtree(copy / ".hydra")  # written only by the command line
+    run = load_run(copy)
+    assert run.genotype == run.genotypes[-1] == Genotype.from_json(smoke_dir / "genotype.json")
+    assert run.config == {}
+
+
+def test_load_run_keeps_interpolations_it_cannot_resolve(smoke_dir, tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_dir, copy)
+    config = copy / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + "where: ${oc.env:AUTODEEPLAB_TEST_UNSET}/data\n")
+    monkeypatch.delenv("AUTODEEPLAB_TEST_UNSET", raising=False)
+    assert load_run(copy).config["where"] == "${oc.env:AUTODEEPLAB_TEST_UNSET}/data"
+    monkeypatch.setenv("AUTODEEPLAB_TEST_UNSET", "/mnt")
+    assert load_run(copy).config["where"] == "/mnt/data"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("arch_history.npz", b"", "arch_history.npz: not a readable .npz file"),
+        ("arch_history.npz", b"PK\x03\x04 truncated", "arch_history.npz: not a readable .npz"),
+        (".hydra/config.yaml", b"a: [1, 2\n", "config.yaml: not a readable config file"),
+    ],
+)
+def test_load_run_names_a_damaged_file(smoke_dir, tmp_path, name, content, message):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_dir, copy)
+    (copy / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
         load_run(copy)
 
 
