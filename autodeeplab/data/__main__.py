@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass, field
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -21,6 +20,7 @@ from autodeeplab.data import ade20k, cityscapes, folder, textures, voc  # noqa: 
 from autodeeplab.data.check import check_dataset, format_report
 from autodeeplab.data.config import DataConfig
 from autodeeplab.data.registry import build_dataset
+from autodeeplab.engine.config import store_schema
 
 USAGE = """\
 usage: python -m autodeeplab.data check data=<name> data.root=<path> [key=value ...]
@@ -43,7 +43,7 @@ class CheckConfig:
     progress: bool = True  # progress bars on stderr
 
 
-ConfigStore.instance().store(name="check_schema", node=CheckConfig)
+store_schema("check_schema", CheckConfig)
 
 
 def run_check(config: CheckConfig) -> str:

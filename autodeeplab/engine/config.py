@@ -8,9 +8,32 @@ from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 T = TypeVar("T")
+
+
+def store_schema(name: str, schema: type) -> None:
+    """Registers the dataclass ``schema`` as Hydra's config ``name`` (a stage's primary config
+    lists it first in its defaults). Its free-form mappings (``data.options``, ``loss.terms``)
+    take new keys from the command line, ``data.options.num_samples=100``, as a plain
+    structured config would refuse; every other level stays closed, so misspelt keys are
+    still refused by name."""
+    node = OmegaConf.structured(schema)
+    _open_mappings(node)
+    ConfigStore.instance().store(name=name, node=node)
+
+
+def _open_mappings(node: DictConfig) -> None:
+    for key in node:
+        child = node._get_node(key)
+        if not isinstance(child, DictConfig):
+            continue
+        if OmegaConf.get_type(node, key) is dict:  # a mapping field, not a nested schema
+            OmegaConf.set_struct(child, False)
+        else:
+            _open_mappings(child)
 
 
 def to_config(cfg: DictConfig | dict, schema: type[T]) -> T:

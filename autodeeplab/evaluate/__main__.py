@@ -6,16 +6,15 @@ import logging
 import sys
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.evaluate.run import run_evaluate
 from autodeeplab.launch import torchrun_stage, user_errors
 
-ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+store_schema("evaluate_schema", EvaluateConfig)
 log = logging.getLogger("autodeeplab.evaluate")
 
 

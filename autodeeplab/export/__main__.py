@@ -6,16 +6,15 @@ import logging
 import sys
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.export.config import ExportConfig
 from autodeeplab.export.run import run_export
 from autodeeplab.launch import user_errors
 
-ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+store_schema("export_schema", ExportConfig)
 log = logging.getLogger("autodeeplab.export")
 
 

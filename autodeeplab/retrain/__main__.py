@@ -7,18 +7,17 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.launch import torchrun_stage, user_errors
 from autodeeplab.retrain.config import RetrainConfig
 from autodeeplab.retrain.loop import run_retrain
 from autodeeplab.search.__main__ import save_run_config
 
-ConfigStore.instance().store(name="retrain_schema", node=RetrainConfig)
+store_schema("retrain_schema", RetrainConfig)
 log = logging.getLogger("autodeeplab.retrain")
 
 

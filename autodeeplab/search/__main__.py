@@ -6,16 +6,16 @@ import logging
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.config import store_schema
 from autodeeplab.launch import torchrun_stage, user_errors
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import run_search
 
-ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+store_schema("search_schema", SearchConfig)
 log = logging.getLogger("autodeeplab.search")
 
 

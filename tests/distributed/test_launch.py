@@ -3,14 +3,14 @@
 import datetime
 
 import pytest
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.config import store_schema
 from autodeeplab.launch import _hydra_value, rank_overrides, split_command_line
 from autodeeplab.search.config import SearchConfig
 
-ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+store_schema("search_schema", SearchConfig)
 
 
 @pytest.mark.parametrize(

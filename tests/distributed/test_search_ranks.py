@@ -5,17 +5,17 @@ import json
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from spawn_ranks import run_ranks
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.decode import decode
 from autodeeplab.engine import distributed
+from autodeeplab.engine.config import store_schema
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import Optimisers, SearchData, evaluate, train_epoch
 from autodeeplab.space.supernet import build_supernet
 
-ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+store_schema("search_schema", SearchConfig)
 
 
 def _smoke() -> SearchConfig:

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 
 from autodeeplab import Genotype, load_model
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.evaluate.run import run_evaluate
 
@@ -184,7 +183,7 @@ def test_evaluate_on_two_processes_equals_one_process(retrain_run, tmp_path):
     checkpoint = retrain_run / "checkpoints" / "best.pt"
     overrides = ["experiment=smoke", f"checkpoint={checkpoint}"]
     _run(tmp_path, "evaluate", *overrides, f"out={tmp_path / 'two.json'}")
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    store_schema("evaluate_schema", EvaluateConfig)
     with initialize_config_dir(config_dir=f"{CONF_DIR}/evaluate", version_base=None):
         cfg = compose(
             "evaluate",

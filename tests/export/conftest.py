@@ -4,16 +4,15 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.export import ExportConfig
 from autodeeplab.retrain.config import RetrainConfig
 from autodeeplab.retrain.loop import run_retrain
 
-ConfigStore.instance().store(name="retrain_schema", node=RetrainConfig)
-ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+store_schema("retrain_schema", RetrainConfig)
+store_schema("export_schema", ExportConfig)
 
 
 def compose_stage(stage, schema, overrides, extra_paths=()):

@@ -2,15 +2,14 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
-from autodeeplab.engine.config import to_config
+from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.retrain.config import RetrainConfig
 
-ConfigStore.instance().store(name="retrain_schema", node=RetrainConfig)
-ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+store_schema("retrain_schema", RetrainConfig)
+store_schema("evaluate_schema", EvaluateConfig)
 
 
 def compose_stage(stage, schema, overrides, extra_paths=()):

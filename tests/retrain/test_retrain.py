@@ -53,6 +53,11 @@ def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
     assert (cfg.data.scale_min, cfg.data.scale_max) == (0.5, 2.0)
 
 
+def test_loss_terms_take_any_registered_loss_from_the_command_line(retrain_config):
+    cfg = retrain_config("loss.terms={ce: 1.0, dice: 0.5}")  # the README's example
+    assert cfg.loss.terms == {"ce": 1.0, "dice": 0.5}
+
+
 def test_unknown_keys_are_refused(retrain_config):
     with pytest.raises(Exception, match="lerning_rate"):
         retrain_config("+train.lerning_rate=3")

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.config import store_schema
 from autodeeplab.search.config import SearchConfig, check_search_config, to_search_config
 
-ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+store_schema("search_schema", SearchConfig)
 
 
 def _compose(overrides=()):
@@ -60,6 +60,14 @@ def test_paper_experiment_has_the_paper_settings():
 def test_overrides_reach_the_typed_config():
     cfg = to_search_config(_compose(["search.epochs=3", "space.layers=4", "seed=7"]))
     assert (cfg.search.epochs, cfg.space.layers, cfg.seed) == (3, 4, 7)
+
+
+def test_dataset_options_take_new_keys_but_other_levels_stay_closed():
+    cfg = to_search_config(_compose(["data.options.num_samples=100"]))
+    assert cfg.data.options["num_samples"] == 100
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["data.optoins.num_samples=100"])
+    assert "optoins" in str(err.value.__cause__ or err.value)
 
 
 def test_unknown_key_is_an_error_naming_it():

@@ -3,14 +3,14 @@
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.config import store_schema
 from autodeeplab.engine.rundir import lock_run_dir
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import run_search
 
-ConfigStore.instance().store(name="search_schema", node=SearchConfig)
+store_schema("search_schema", SearchConfig)
 
 
 def _smoke(*overrides):
