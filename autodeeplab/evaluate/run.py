@@ -11,6 +11,7 @@ import torch
 
 from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform
 from autodeeplab.engine import distributed
+from autodeeplab.engine.config import RangeCheck
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.report import format_table, scores_to_json
 from autodeeplab.engine.runtime import resolve_device
@@ -42,6 +43,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Scores of the checkpoint on ``cfg.data``'s ``cfg.split``; prints the per-class table and
     writes the JSON (never over an earlier result unless ``cfg.overwrite``). Under ``torchrun``
     each rank scores a shard, the confusion matrices are summed and rank 0 writes."""
+    check = RangeCheck()
+    scales = list(cfg.scales)
+    check.need(bool(scales) and all(s > 0 for s in scales), "scales", scales, "positive factors")
+    check.positive("crop_size", cfg.crop_size, optional=True)
+    check.positive("threads", cfg.threads, optional=True)
+    check.raise_any()
     out = results_path(cfg)
 
     def check_out() -> None:
@@ -49,8 +56,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             raise FileExistsError(f"{out} exists; pass overwrite=true or out=<another file>")
 
     distributed.run_on_main(check_out)  # the file is rank 0's to write
-    if not cfg.scales or any(s <= 0 for s in cfg.scales):
-        raise ValueError(f"scales={list(cfg.scales)}; expected positive scale factors")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = distributed.local_device(resolve_device(cfg.device))

@@ -33,7 +33,7 @@ class ExportConfig:
     tolerance: float = 1e-4
     # dynamo (torch.export based; falls back to torchscript when it fails) | torchscript
     onnx_exporter: str = "dynamo"
-    opset: int = 18  # ONNX opset version
+    opset: int = 18  # ONNX opset version (the dynamo exporter writes 18 or later)
     latency_size: list[int] = field(default_factory=lambda: [1024, 2048])  # (H, W), batch 1
     latency_warmup: int = 3  # untimed runs before timing
     latency_runs: int = 20  # timed runs; median and p90 are reported

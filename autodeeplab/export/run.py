@@ -17,6 +17,7 @@ from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.export.benchmark import count_multi_adds, count_parameters, latency_report
 from autodeeplab.export.config import PRESET_PREFIX, ExportConfig
 from autodeeplab.export.formats import (
+    DYNAMO_MIN_OPSET,
     FILE_NAMES,
     FORMATS,
     INPUT_NAME,
@@ -93,10 +94,18 @@ def _check_options(cfg: ExportConfig) -> None:
         )
     if cfg.quantize and min(cfg.calibration_samples, cfg.quant_val_samples) < 1:
         raise ValueError("calibration_samples and quant_val_samples must be at least 1")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads={cfg.threads}; expected a positive number or null")
+    if cfg.format == "onnx" and cfg.onnx_exporter == "dynamo" and cfg.opset < DYNAMO_MIN_OPSET:
+        raise ValueError(
+            f"opset={cfg.opset}: onnx_exporter=dynamo writes opset {DYNAMO_MIN_OPSET} or later; "
+            "pass onnx_exporter=torchscript for an older opset"
+        )
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if cfg.format == "onnx" and missing:
         raise ValueError(
-            f"format=onnx needs {' and '.join(missing)}: pip install 'autodeeplab[export]'"
+            f"format=onnx needs {' and '.join(missing)}: install the export extra "
+            "(pip install -e '.[export]' in the repository)"
         )
 
 

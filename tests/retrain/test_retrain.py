@@ -53,6 +53,23 @@ def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
     assert (cfg.data.scale_min, cfg.data.scale_max) == (0.5, 2.0)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["threads=0"], "threads=0: expected a positive number or null"),
+        (["scales=[]"], r"scales=\[\]: expected positive factors"),
+        (["scales=[1.0,-0.5]"], r"scales=\[1.0, -0.5\]: expected positive factors"),
+        (["crop_size=0", "threads=-1"], "crop_size=0: .*; threads=-1"),
+    ],
+)
+def test_bad_evaluate_settings_are_refused_naming_them(
+    evaluate_config, tmp_path, overrides, message
+):
+    cfg = evaluate_config(f"checkpoint={tmp_path / 'best.pt'}", *overrides)
+    with pytest.raises(ValueError, match=message):
+        run_evaluate(cfg)
+
+
 def test_loss_terms_take_any_registered_loss_from_the_command_line(retrain_config):
     cfg = retrain_config("loss.terms={ce: 1.0, dice: 0.5}")  # the README's example
     assert cfg.loss.terms == {"ce": 1.0, "dice": 0.5}
