@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,21 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
     try:
         # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a torn or foreign file: say which file
-        raise ValueError(f"checkpoint {path} cannot be read: {err}") from err
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code.
+        raise ValueError(
+            f"checkpoint {path} is not one of this library's (a torch.save file of tensors "
+            "and plain containers)"
+        ) from None
+    except Exception as err:  # a torn or foreign file: say which file, in one line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"checkpoint {path} cannot be read (torn, or not a torch.save file): {reason}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"checkpoint {path} holds a {type(state).__name__}, not this library's checkpoint"
+        )
     missing = [key for key in required if key not in state]
     if missing:
         raise ValueError(f"checkpoint {path} lacks keys {missing}; is it from another stage?")

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+import torch
+
+from autodeeplab.engine.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_round_trip_and_required_keys(tmp_path):
+    state = {"step": 3, "model": {"w": torch.arange(4.0)}}
+    save_checkpoint(state, tmp_path / "last.pt")
+    loaded = load_checkpoint(tmp_path / "last.pt", required=("step", "model"))
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    with pytest.raises(ValueError, match=r"last.pt lacks keys \['config'\]"):
+        load_checkpoint(tmp_path / "last.pt", required=("config",))
+
+
+def _write_foreign(tmp_path, kind):
+    path = tmp_path / f"{kind}.pt"
+    if kind == "json":  # e.g. genotype.json passed as checkpoint=
+        path.write_text(json.dumps({"format": "autodeeplab-genotype-v1"}))
+    elif kind == "module":  # pickled code: weights_only refuses it
+        torch.save({"model": torch.nn.Linear(2, 2)}, path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:  # a torn copy
+        save_checkpoint({"w": torch.zeros(1000)}, tmp_path / "whole.pt")
+        path.write_bytes((tmp_path / "whole.pt").read_bytes()[:200])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("json", "is not one of this library's"),
+        ("module", "is not one of this library's"),
+        ("tensor", "holds a Tensor"),
+        ("torn", r"cannot be read \(torn, or not a torch.save file\)"),
+    ],
+)
+def test_a_foreign_file_is_one_line_naming_it(tmp_path, kind, message):
+    path = _write_foreign(tmp_path, kind)
+    with pytest.raises(ValueError, match=message) as info:
+        load_checkpoint(path)
+    text = str(info.value)
+    assert str(path) in text and "\n" not in text and "weights_only" not in text
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nowhere.pt")
