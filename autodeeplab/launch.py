@@ -38,15 +38,27 @@ def _hydra_value(text: str) -> str:
 
 
 #: Hydra's flags that take a value, and ``--info``'s optional values.
-_VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"}
+_VALUE_FLAGS = {
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+}
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
-def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list[str]]:
-    """A stage's command line (without the program name) -> (the config name it selects, its
-    overrides): Hydra's flags and their values are not overrides, and ``--config-name``/``-cn``
-    (``X`` or ``=X``) replaces the stage's default config name."""
-    overrides: list[str] = []
+def _parse(argv: Sequence[str], config_name: str) -> tuple[str, list[int]]:
+    """A stage's command line (without the program name) -> (the config name it selects, the
+    positions of its overrides): Hydra's flags and their values are not overrides, and
+    ``--config-name``/``-cn`` (``X`` or ``=X``) replaces the stage's default config name."""
+    positions: list[int] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -58,12 +70,29 @@ def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list
                 i += 1
             if flag in ("--config-name", "-cn"):
                 config_name = value
-        elif arg == "--info":
+        elif arg in ("--info", "-i"):
             if i < len(argv) and argv[i] in _INFO_VALUES:
                 i += 1
         elif not arg.startswith("-"):
-            overrides.append(arg)
-    return config_name, overrides
+            positions.append(i - 1)
+    return config_name, positions
+
+
+def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list[str]]:
+    """A stage's command line (without the program name) -> (the config name it selects, its
+    overrides), as :func:`_parse` reads it."""
+    config_name, positions = _parse(argv, config_name)
+    return config_name, [argv[i] for i in positions]
+
+
+def add_overrides(argv: list[str], extra: Sequence[str]) -> None:
+    """Insert ``extra`` overrides into the command line ``argv`` (with the program name) just
+    before its first override, or at the end where it has none: Hydra reads the overrides as
+    one run of positional arguments, so appending them after a flag (``train.lr=0.1 --cfg
+    job``) would split the run and fail."""
+    _, positions = _parse(argv[1:], "")
+    at = positions[0] + 1 if positions else len(argv)
+    argv[at:at] = list(extra)
 
 
 def rank_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> list[str]:
@@ -94,7 +123,7 @@ def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
         yield
         return
     distributed.setup()
-    sys.argv += rank_overrides(config_dir, config_name, sys.argv[1:])
+    add_overrides(sys.argv, rank_overrides(config_dir, config_name, sys.argv[1:]))
     clean = False
     try:
         yield

@@ -12,7 +12,7 @@ from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.export.config import ExportConfig
 from autodeeplab.export.run import run_export
-from autodeeplab.launch import user_errors
+from autodeeplab.launch import add_overrides, user_errors
 
 store_schema("export_schema", ExportConfig)
 log = logging.getLogger("autodeeplab.export")
@@ -25,5 +25,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv.append(stage_search_path(CONF_DIR))
+    add_overrides(sys.argv, [stage_search_path(CONF_DIR)])
     main()

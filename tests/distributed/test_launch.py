@@ -1,13 +1,15 @@
 """The command-line overrides that make every rank use rank 0's run directory."""
 
 import datetime
+import subprocess
+import sys
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.engine.config import store_schema
-from autodeeplab.launch import _hydra_value, rank_overrides, split_command_line
+from autodeeplab.launch import _hydra_value, add_overrides, rank_overrides, split_command_line
 from autodeeplab.search.config import SearchConfig
 
 store_schema("search_schema", SearchConfig)
@@ -49,10 +51,36 @@ def test_a_config_error_is_left_to_hydra():
         (["--config-name=check", "a=1"], "check", ["a=1"]),
         (["-cd", "my/conf", "a=1", "--info", "config", "b=2"], "search", ["a=1", "b=2"]),
         (["--info", "a=1", "-m"], "search", ["a=1"]),
+        (["--cfg", "job", "a=1", "-c", "hydra", "-p", "x.y"], "search", ["a=1"]),
     ],
 )
 def test_hydra_flags_and_their_values_are_not_overrides(argv, name, overrides):
     assert split_command_line(argv, "search") == (name, overrides)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train.lr=0.1", "--cfg", "job"], ["X", "train.lr=0.1", "--cfg", "job"]),
+        (["--cfg", "job", "train.lr=0.1"], ["--cfg", "job", "X", "train.lr=0.1"]),
+        (["--help"], ["--help", "X"]),
+        ([], ["X"]),
+    ],
+)
+def test_added_overrides_join_the_users_overrides(argv, expected):
+    command = ["prog", *argv]
+    add_overrides(command, ["X"])
+    assert command == ["prog", *expected]
+
+
+@pytest.mark.parametrize("flag", ["--help", "--cfg job"])
+@pytest.mark.parametrize("stage", ["retrain", "evaluate", "export"])
+def test_hydras_flags_work_after_overrides(tmp_path, stage, flag):
+    override = {"retrain": "seed=3", "evaluate": "flip=true", "export": "seed=3"}[stage]
+    command = [sys.executable, "-m", f"autodeeplab.{stage}", override, *flag.split()]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "unrecognized arguments" not in result.stderr
 
 
 def test_a_separate_config_name_is_used_to_resolve_the_run_directory():
