@@ -8,7 +8,8 @@
                                       (the palette index is the class, never the colour)
 
 ``<split>`` is ``train``, ``val`` or ``test``. Mask values are ``0..len(classes) - 1`` or the
-ignore index (255 unless set otherwise); anything else stops with an error naming the file.
+ignore index (255 unless set otherwise); anything else stops with an error naming the file. A
+``test`` split without ``masks/test/`` has no labels: its masks are all ignore.
 """
 
 from __future__ import annotations
@@ -83,16 +84,19 @@ def build_folder(
     if ignore_index > MAX_LABEL:
         raise DatasetError(f"folder: ignore_index={ignore_index}; expected at most {MAX_LABEL}")
     images_dir = require_dir(base / "images" / split, f"images of split {split!r}")
-    masks_dir = require_dir(base / "masks" / split, f"masks of split {split!r}")
+    unlabelled = split == "test" and not (base / "masks" / split).exists()
+    if not unlabelled:
+        masks_dir = require_dir(base / "masks" / split, f"masks of split {split!r}")
     images = list_images(images_dir)
     if not images:
         raise DatasetError(f"{images_dir}: no images (.png, .jpg, .jpeg) for split {split!r}")
     _unique_stems(images)
+    pairs = [(image, None) for image in images] if unlabelled else paired_by_stem(images, masks_dir)
     # Mode I masks can hold values above 255, so the table covers every class and the ignore
     # value; larger stored values are reported as outside the table.
     size = max(256, len(classes), ignore_index + 1)
     return PairedSegmentation(
-        paired_by_stem(images, masks_dir),
+        pairs,
         classes=classes,
         lut=identity_lut(len(classes), ignore_index, size=size),
         name="folder",

@@ -117,11 +117,22 @@ def test_missing_root_split_and_mask_folders(tmp_path):
     with pytest.raises(DatasetError, match=f"{root / 'images' / 'test'}: missing directory"):
         build_dataset("folder", root=root, split="test")
     (root / "images" / "test").mkdir()
-    with pytest.raises(DatasetError, match=f"{root / 'masks' / 'test'}: missing directory"):
-        build_dataset("folder", root=root, split="test")
-    (root / "masks" / "test").mkdir()
     with pytest.raises(DatasetError, match=f"{root / 'images' / 'test'}: no images"):
         build_dataset("folder", root=root, split="test")
+    for mask in (root / "masks" / "val").iterdir():
+        mask.unlink()
+    (root / "masks" / "val").rmdir()
+    with pytest.raises(DatasetError, match=f"{root / 'masks' / 'val'}: missing directory"):
+        build_dataset("folder", root=root, split="val")  # only test may lack labels
+
+
+def test_a_test_split_without_masks_is_all_ignore(tmp_path):
+    root = make_folder(tmp_path, {"train": ["a"], "test": []})
+    _image(root / "images" / "test" / "t.png", size=(5, 7))
+    ds = build_dataset("folder", root=root, split="test", ignore_index=254)
+    image, mask = ds[0]
+    assert image.shape == (3, 5, 7)
+    assert torch.equal(mask, torch.full((5, 7), 254))
 
 
 def test_missing_mask_and_duplicate_stem_name_the_image(tmp_path):
