@@ -111,8 +111,8 @@ class PairedSegmentation(Dataset):
         raw = self.read_raw_mask(mask_path)
         if raw.shape != tuple(size):
             raise DatasetError(
-                f"{mask_path}: label size {raw.shape[1]}x{raw.shape[0]} differs from its image "
-                f"{image_path} ({size[1]}x{size[0]})"
+                f"{mask_path}: label size (HxW) {raw.shape[0]}x{raw.shape[1]} differs from its "
+                f"image {image_path} ({size[0]}x{size[1]})"
             )
         if raw.min() < 0 or raw.max() >= len(self.lut):
             bad = raw.max() if raw.max() >= len(self.lut) else raw.min()
