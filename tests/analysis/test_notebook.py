@@ -53,6 +53,17 @@ def test_notebook_runs_on_a_smoke_run(smoke_dir, smoke_dir_seed1, tmp_path, monk
     assert list(tmp_path.iterdir()) == []  # nothing written beside the kernel
 
 
+def test_notebook_skips_the_comparison_for_a_users_run_alone(smoke_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUN_DIR", str(smoke_dir))  # as if the user's own run: no smoke fallback
+    monkeypatch.delenv("COMPARE_DIR", raising=False)
+    notebook = _execute(tmp_path)
+    assert len(_outputs(notebook, "image/png")) == FIGURES - 1
+    text = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert "COMPARE_DIR is not set" in text
+
+
 @pytest.mark.slow
 def test_notebook_runs_its_own_smoke_search_without_run_dir(smoke_dir_seed1, tmp_path, monkeypatch):
     monkeypatch.delenv("RUN_DIR", raising=False)
