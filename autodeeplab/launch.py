@@ -145,5 +145,17 @@ def user_errors(log: logging.Logger) -> Iterator[None]:
     try:
         yield
     except (*USER_ERRORS, MissingMandatoryValue) as err:
+        if isinstance(err, FileExistsError):
+            # The run directory (or file) belongs to an earlier or running job: its log file,
+            # which Hydra opened for this one, gets nothing of this refusal.
+            _close_log_files()
         log.error("%s", err)
         sys.exit(2)
+
+
+def _close_log_files() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
