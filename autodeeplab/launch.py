@@ -87,11 +87,12 @@ def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list
 
 def add_overrides(argv: list[str], extra: Sequence[str]) -> None:
     """Insert ``extra`` overrides into the command line ``argv`` (with the program name) just
-    before its first override, or at the end where it has none: Hydra reads the overrides as
-    one run of positional arguments, so appending them after a flag (``train.lr=0.1 --cfg
-    job``) would split the run and fail."""
+    after its last override (so that they win over the user's), or first where it has none:
+    Hydra reads the overrides as one run of positional arguments, so appending them after a
+    flag (``train.lr=0.1 --cfg job``) would split the run and fail, and after a bare ``--info``
+    they would be taken for its value."""
     _, positions = _parse(argv[1:], "")
-    at = positions[0] + 1 if positions else len(argv)
+    at = positions[-1] + 2 if positions else 1
     argv[at:at] = list(extra)
 
 

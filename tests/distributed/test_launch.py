@@ -61,19 +61,23 @@ def test_hydra_flags_and_their_values_are_not_overrides(argv, name, overrides):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train.lr=0.1", "--cfg", "job"], ["X", "train.lr=0.1", "--cfg", "job"]),
-        (["--cfg", "job", "train.lr=0.1"], ["--cfg", "job", "X", "train.lr=0.1"]),
-        (["--help"], ["--help", "X"]),
+        (["train.lr=0.1", "--cfg", "job"], ["train.lr=0.1", "X", "--cfg", "job"]),
+        (["--cfg", "job", "a=1", "b=2"], ["--cfg", "job", "a=1", "b=2", "X"]),
+        (["a=1", "-m", "b=2"], ["a=1", "-m", "b=2", "X"]),
+        (["--help"], ["X", "--help"]),
+        (["--info"], ["X", "--info"]),  # not taken for --info's value
         ([], ["X"]),
     ],
 )
-def test_added_overrides_join_the_users_overrides(argv, expected):
+def test_added_overrides_follow_the_users_overrides(argv, expected):
+    # After the user's: Hydra applies overrides in order, so rank 0's run directory wins over a
+    # user's ``hydra.run.dir=...${now:...}`` that each rank would resolve to its own time.
     command = ["prog", *argv]
     add_overrides(command, ["X"])
     assert command == ["prog", *expected]
 
 
-@pytest.mark.parametrize("flag", ["--help", "--cfg job"])
+@pytest.mark.parametrize("flag", ["--help", "--cfg job", "--info"])
 @pytest.mark.parametrize("stage", ["retrain", "evaluate", "export"])
 def test_hydras_flags_work_after_overrides(tmp_path, stage, flag):
     override = {"retrain": "seed=3", "evaluate": "flip=true", "export": "seed=3"}[stage]
