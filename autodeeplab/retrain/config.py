@@ -73,8 +73,10 @@ def check_retrain_config(cfg: RetrainConfig) -> None:
     check.channels("model.stem_channels", model.stem_channels, 3)
     for key in ("iterations", "batch_size", "lr", "val_every"):
         check.positive(f"train.{key}", getattr(train, key))
-    for key in ("power", "momentum", "weight_decay", "color_jitter"):
+    for key in ("power", "momentum", "weight_decay"):
         check.non_negative(f"train.{key}", getattr(train, key))
+    jitter = train.color_jitter
+    check.need(0 <= jitter <= 1, "train.color_jitter", jitter, "a strength in [0, 1]")
     check.positive("train.grad_clip", train.grad_clip, optional=True)
     check.need(0 < loss.ohem_thresh <= 1, "loss.ohem_thresh", loss.ohem_thresh, "in (0, 1]")
     check.need(loss.ohem_min_kept >= 0, "loss.ohem_min_kept", loss.ohem_min_kept, "0 or more")

@@ -33,6 +33,7 @@ def test_every_retrain_option_composes(retrain_config, overrides):
     [
         (["train.batch_size=0"], "train.batch_size=0: expected a positive number"),
         (["train.lr=-1"], "train.lr=-1.0: expected a positive number"),
+        (["train.color_jitter=1.5"], r"train.color_jitter=1.5: expected a strength in \[0, 1\]"),
         (["model.drop_path_keep_prob=0"], r"model.drop_path_keep_prob=0.0: expected .* \(0, 1\]"),
         (["model.stem_channels=[8,8]"], r"model.stem_channels=\[8, 8\]: expected 3 positive"),
         (["loss=focal", "loss.focal_gamma=-1"], "loss.focal_gamma=-1.0: expected a number >= 0"),
