@@ -28,8 +28,13 @@ RUNTIME_KEYS = (
 )
 
 
+#: Settings the schemas no longer have: a run saved with one resumes without it (nothing
+#: reads it any more).
+RETIRED_KEYS = ("train.val_batch_size",)
+
+
 def _runtime(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in RUNTIME_KEYS)
+    return key in RETIRED_KEYS or any(key == k or key.startswith(k + ".") for k in RUNTIME_KEYS)
 
 
 def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) -> None:

@@ -30,6 +30,11 @@ def test_runtime_settings_may_change_on_resume():
     check_resume_config(changed, SAVED, Path("run/checkpoints/last.pt"))
 
 
+def test_a_run_saved_with_a_retired_setting_resumes():
+    saved = _with(train__val_batch_size=1)  # a key the retrain schema no longer has
+    check_resume_config(SAVED, saved, Path("run/checkpoints/last.pt"))
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
