@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from autodeeplab.decode import blocks_for_edges
@@ -126,7 +126,10 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
 
 def _read_records(path: Path) -> tuple[dict[str, Any], ...]:
     records = []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file ({err})") from None
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
@@ -177,12 +180,23 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     try:
         config = OmegaConf.load(path)
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: not a readable config file ({err})") from None
-    try:
-        return OmegaConf.to_container(config, resolve=True)
-    except OmegaConfBaseException:
-        return OmegaConf.to_container(config, resolve=False)
+    return _resolved(config)
+
+
+def _resolved(node: DictConfig | ListConfig) -> dict[str, Any] | list[Any]:
+    """``node`` as plain containers, each interpolation resolved where it can be and kept as
+    written where it cannot."""
+    keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    out = {}
+    for key in keys:
+        try:
+            value = node[key]
+        except OmegaConfBaseException:
+            value = node._get_node(key)._value()  # the interpolation as written
+        out[key] = _resolved(value) if isinstance(value, DictConfig | ListConfig) else value
+    return out if isinstance(node, DictConfig) else list(out.values())
 
 
 def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Path:

@@ -190,7 +190,9 @@ def test_load_run_keeps_interpolations_it_cannot_resolve(smoke_dir, tmp_path, mo
     config = copy / ".hydra" / "config.yaml"
     config.write_text(config.read_text() + "where: ${oc.env:AUTODEEPLAB_TEST_UNSET}/data\n")
     monkeypatch.delenv("AUTODEEPLAB_TEST_UNSET", raising=False)
-    assert load_run(copy).config["where"] == "${oc.env:AUTODEEPLAB_TEST_UNSET}/data"
+    config = load_run(copy).config
+    assert config["where"] == "${oc.env:AUTODEEPLAB_TEST_UNSET}/data"
+    assert config["data"]["options"]["num_classes"] == 5  # the others are still resolved
     monkeypatch.setenv("AUTODEEPLAB_TEST_UNSET", "/mnt")
     assert load_run(copy).config["where"] == "/mnt/data"
 
@@ -201,6 +203,8 @@ def test_load_run_keeps_interpolations_it_cannot_resolve(smoke_dir, tmp_path, mo
         ("arch_history.npz", b"", "arch_history.npz: not a readable .npz file"),
         ("arch_history.npz", b"PK\x03\x04 truncated", "arch_history.npz: not a readable .npz"),
         (".hydra/config.yaml", b"a: [1, 2\n", "config.yaml: not a readable config file"),
+        (".hydra/config.yaml", b"a: \x80\x81\n", "config.yaml: not a readable config file"),
+        ("metrics.jsonl", b"\x80\x81{}\n", "metrics.jsonl: not a UTF-8 text file"),
     ],
 )
 def test_load_run_names_a_damaged_file(smoke_dir, tmp_path, name, content, message):
