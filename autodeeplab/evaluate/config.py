@@ -21,7 +21,9 @@ class EvaluateConfig:
     )  # e.g. [0.5, 0.75, 1, 1.25, 1.5, 1.75]
     flip: bool = False  # also average the logits of the mirrored image
     crop_size: int | None = None  # sliding-window inference with this window (None: whole image)
-    out: str | None = None  # results JSON (None: eval_<split>[_ms][_flip].json beside the run)
+    # Results JSON (None: eval_<checkpoint>_<split>[_ms<scales>][_flip][_crop<size>].json beside
+    # the run: see autodeeplab.evaluate.run.results_path)
+    out: str | None = None
     overwrite: bool = False  # replace an existing results file
     device: str = "auto"
     threads: int | None = None

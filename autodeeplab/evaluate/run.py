@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform
+from autodeeplab.data.config import check_data_ranges
 from autodeeplab.engine import distributed
 from autodeeplab.engine.config import RangeCheck
 from autodeeplab.engine.evaluation import evaluate_model
@@ -48,6 +49,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check.need(bool(scales) and all(s > 0 for s in scales), "scales", scales, "positive factors")
     check.positive("crop_size", cfg.crop_size, optional=True)
     check.positive("threads", cfg.threads, optional=True)
+    check_data_ranges(check, cfg.data)
     check.raise_any()
     out = results_path(cfg)
 

@@ -61,6 +61,7 @@ def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
         (["scales=[]"], r"scales=\[\]: expected positive factors"),
         (["scales=[1.0,-0.5]"], r"scales=\[1.0, -0.5\]: expected positive factors"),
         (["crop_size=0", "threads=-1"], "crop_size=0: .*; threads=-1"),
+        (["data.num_workers=-1"], "data.num_workers=-1: expected 0 or more"),
     ],
 )
 def test_bad_evaluate_settings_are_refused_naming_them(
