@@ -46,6 +46,18 @@ def min_input_size(model: nn.Module) -> int:
     return 4 * 2 ** max(model.backbone.path) + 1
 
 
+def check_onnx_options(opset: int, exporter: str) -> None:
+    """Raises ``ValueError`` for an exporter :func:`export_onnx` does not know, or an opset it
+    cannot write with it."""
+    if exporter not in ONNX_EXPORTERS:
+        raise ValueError(f"onnx_exporter={exporter!r}; expected one of {ONNX_EXPORTERS}")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ValueError(
+            f"opset={opset}: onnx_exporter=dynamo writes opset {DYNAMO_MIN_OPSET} or later; "
+            "pass onnx_exporter=torchscript for an older opset"
+        )
+
+
 def export_onnx(
     model: nn.Module, path: str | os.PathLike, *, size: tuple[int, int], opset: int, exporter: str
 ) -> dict[str, Any]:
@@ -54,8 +66,7 @@ def export_onnx(
     at ``size``. ``exporter="dynamo"`` uses the ``torch.export``-based exporter and falls back
     to the TorchScript-based one if it fails. Returns the exporter used, the file's opset and,
     after a fallback, the reason."""
-    if exporter not in ONNX_EXPORTERS:
-        raise ValueError(f"onnx_exporter={exporter!r}; expected one of {ONNX_EXPORTERS}")
+    check_onnx_options(opset, exporter)
     wrapped = LogitsOnly(model).eval()
     fallback = None
     if exporter == "dynamo":

@@ -17,12 +17,11 @@ from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.export.benchmark import count_multi_adds, count_parameters, latency_report
 from autodeeplab.export.config import PRESET_PREFIX, ExportConfig
 from autodeeplab.export.formats import (
-    DYNAMO_MIN_OPSET,
     FILE_NAMES,
     FORMATS,
     INPUT_NAME,
-    ONNX_EXPORTERS,
     OUTPUT_NAME,
+    check_onnx_options,
     export_onnx,
     export_torchscript,
     load_runner,
@@ -74,8 +73,8 @@ def _size(value: list[int], key: str) -> tuple[int, int]:
 def _check_options(cfg: ExportConfig) -> None:
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
-    if cfg.onnx_exporter not in ONNX_EXPORTERS:
-        raise ValueError(f"onnx_exporter={cfg.onnx_exporter!r}; expected one of {ONNX_EXPORTERS}")
+    if cfg.format == "onnx":
+        check_onnx_options(cfg.opset, cfg.onnx_exporter)
     if not cfg.tolerance > 0:
         raise ValueError(f"tolerance={cfg.tolerance}; expected a positive number")
     if cfg.quantize and cfg.format != "onnx":
@@ -96,11 +95,6 @@ def _check_options(cfg: ExportConfig) -> None:
         raise ValueError("calibration_samples and quant_val_samples must be at least 1")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads={cfg.threads}; expected a positive number or null")
-    if cfg.format == "onnx" and cfg.onnx_exporter == "dynamo" and cfg.opset < DYNAMO_MIN_OPSET:
-        raise ValueError(
-            f"opset={cfg.opset}: onnx_exporter=dynamo writes opset {DYNAMO_MIN_OPSET} or later; "
-            "pass onnx_exporter=torchscript for an older opset"
-        )
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if cfg.format == "onnx" and missing:
         raise ValueError(

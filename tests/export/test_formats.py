@@ -60,13 +60,26 @@ def test_a_failing_dynamo_export_falls_back_and_says_why(model, tmp_path, monkey
         raise RuntimeError("unsupported operator\nmore detail")
 
     monkeypatch.setattr(formats, "_export_dynamo", broken)
-    info = export_onnx(model, tmp_path / "model.onnx", size=(65, 65), opset=17, exporter="dynamo")
+    info = export_onnx(model, tmp_path / "model.onnx", size=(65, 65), opset=18, exporter="dynamo")
     assert info == {
         "exporter": "torchscript",
-        "opset": 17,
+        "opset": 18,
         "fallback_reason": "RuntimeError: unsupported operator",
     }
     parity = check_parity(
         model, onnx_runner(tmp_path / "model.onnx", threads=1), CASES, tolerance=1e-4
     )
     assert parity["passed"]
+
+
+@pytest.mark.parametrize(
+    ("opset", "exporter", "message"),
+    [
+        (7, "dynamo", "onnx_exporter=dynamo writes opset 18 or later"),
+        (18, "tf2onnx", "onnx_exporter='tf2onnx'; expected one of"),
+    ],
+)
+def test_export_onnx_refuses_what_it_cannot_write(model, tmp_path, opset, exporter, message):
+    with pytest.raises(ValueError, match=message):
+        export_onnx(model, tmp_path / "m.onnx", size=(65, 65), opset=opset, exporter=exporter)
+    assert not (tmp_path / "m.onnx").exists()
