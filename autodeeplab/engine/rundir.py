@@ -27,13 +27,13 @@ RUNTIME_KEYS = (
     "data.num_workers",
 )
 
-
 #: Settings the schemas no longer have: a run saved with one resumes without it (nothing
 #: reads it any more).
 RETIRED_KEYS = ("train.val_batch_size",)
 
 
-def _runtime(key: str) -> bool:
+def _may_differ(key: str) -> bool:
+    """Whether a resumed run's ``key`` may differ from the checkpoint's."""
     return key in RETIRED_KEYS or any(key == k or key.startswith(k + ".") for k in RUNTIME_KEYS)
 
 
@@ -80,7 +80,7 @@ def check_resume_config(current: dict[str, Any], saved: dict[str, Any], path: Pa
     differing = [
         f"{key}: {saved_value!r} -> {current_value!r}"
         for key, saved_value, current_value in _diff(saved, current)
-        if not _runtime(key)
+        if not _may_differ(key)
     ]
     if differing:
         raise ValueError(
