@@ -17,9 +17,11 @@ T = TypeVar("T")
 def store_schema(name: str, schema: type) -> None:
     """Registers the dataclass ``schema`` as Hydra's config ``name`` (a stage's primary config
     lists it first in its defaults). Its free-form mappings (``data.options``, ``loss.terms``)
-    take new keys from the command line, ``data.options.num_samples=100``, as a plain
-    structured config would refuse; every other level stays closed, so misspelt keys are
-    still refused by name."""
+    are stored empty, so that the config group that fills one (``loss=focal``) gives all of
+    its entries instead of adding to the dataclass default (which would keep ``ce`` in every
+    loss), and open, so that they take new keys from the command line,
+    ``data.options.num_samples=100``, as a plain structured config would refuse; every other
+    level stays closed, so misspelt keys are still refused by name."""
     node = OmegaConf.structured(schema)
     _open_mappings(node)
     ConfigStore.instance().store(name=name, node=node)
@@ -30,10 +32,16 @@ def _open_mappings(node: DictConfig) -> None:
         child = node._get_node(key)
         if not isinstance(child, DictConfig):
             continue
-        if OmegaConf.get_type(node, key) is dict:  # a mapping field, not a nested schema
-            OmegaConf.set_struct(child, False)
+        if _is_mapping_field(node, key):
+            node[key] = {}
+            OmegaConf.set_struct(node._get_node(key), False)
         else:
             _open_mappings(child)
+
+
+def _is_mapping_field(node: DictConfig, key: str) -> bool:
+    """Whether ``node.key`` is a free-form mapping field, not a nested schema."""
+    return OmegaConf.get_type(node, key) is dict
 
 
 def to_config(cfg: DictConfig | dict, schema: type[T]) -> T:
@@ -41,8 +49,26 @@ def to_config(cfg: DictConfig | dict, schema: type[T]) -> T:
     does not have (Hydra's ``+key=value`` can add keys to a structured config)."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     _check_keys(container, schema, "")
-    merged = OmegaConf.merge(OmegaConf.structured(schema), container)
+    base = OmegaConf.structured(schema)
+    _clear_given_mappings(base, container)
+    merged = OmegaConf.merge(base, container)
     return OmegaConf.to_object(merged)
+
+
+def _clear_given_mappings(node: DictConfig, values: Any) -> None:
+    """Empties the mapping fields of ``node`` that ``values`` gives, so that the given mapping
+    replaces the default rather than being merged into it (``loss.terms={focal: 1}`` is the
+    focal loss alone, not cross-entropy plus focal)."""
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        if key not in node or not isinstance(node._get_node(key), DictConfig):
+            continue
+        if _is_mapping_field(node, key):
+            if isinstance(value, dict):
+                node[key] = {}
+        else:
+            _clear_given_mappings(node._get_node(key), value)
 
 
 def _check_keys(values: Any, schema: type, prefix: str) -> None:

@@ -36,9 +36,13 @@ class TrainConfig:
 
 @dataclass
 class LossConfig:
-    """``loss=<name>``: a weighted sum of named terms (ce, ohem, dice, focal)."""
+    """``loss=<name>``: a weighted sum of named terms (ce, ohem, dice, focal).
 
-    terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    The group ``conf/retrain/loss/<name>.yaml`` gives all the terms (``loss=focal`` is the
+    focal loss alone); ``loss.terms.dice=0.5`` adds or re-weights one, ``~loss.terms.ce``
+    drops one."""
+
+    terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})  # without a group
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose probability of the truth is below this
     ohem_min_kept: int = 100_000  # ... but at least this many (hardest) pixels per batch
     focal_gamma: float = 2.0

@@ -1,13 +1,17 @@
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import autodeeplab.retrain.loop as retrain_loop
 from autodeeplab import Genotype, load_model
+from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.engine.config import to_config
 from autodeeplab.evaluate.run import results_path, run_evaluate
-from autodeeplab.retrain.config import check_retrain_config
+from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
 from autodeeplab.retrain.loop import run_retrain
 
 DROP = ("experiment=smoke", "model.drop_path_keep_prob=0.7")
@@ -75,6 +79,22 @@ def test_bad_evaluate_settings_are_refused_naming_them(
 def test_loss_terms_take_any_registered_loss_from_the_command_line(retrain_config):
     cfg = retrain_config("loss.terms={ce: 1.0, dice: 0.5}")  # the README's example
     assert cfg.loss.terms == {"ce": 1.0, "dice": 0.5}
+    assert retrain_config("loss.terms.dice=1", "~loss.terms.ce").loss.terms == {"dice": 1.0}
+
+
+@pytest.mark.parametrize("name", ["ce", "ohem", "ce_dice", "focal"])
+def test_a_loss_group_gives_all_the_terms(retrain_config, name):
+    # The group's terms replace the dataclass default {ce: 1.0} rather than adding to it.
+    group = yaml.safe_load((Path(CONF_DIR) / "retrain" / "loss" / f"{name}.yaml").read_text())
+    assert retrain_config(f"loss={name}").loss.terms == group["terms"]
+
+
+def test_a_given_mapping_replaces_the_schema_default(retrain_config):
+    given = dataclasses.asdict(retrain_config())
+    given["loss"]["terms"] = {"focal": 1.0}
+    assert to_config(given, RetrainConfig).loss.terms == {"focal": 1.0}
+    del given["loss"]
+    assert to_config(given, RetrainConfig).loss.terms == {"ce": 1.0}
 
 
 def test_unknown_keys_are_refused(retrain_config):
