@@ -89,6 +89,9 @@ class SearchCell(nn.Module):
             raise ValueError(
                 f"this cell {'needs' if self.has_prev_prev else 'has no'} a prev_prev input"
             )
+        # The mixed ops and the partial-channel split view their inputs as (N, paths, C, H, W).
+        prev = prev.contiguous()
+        prev_prev = None if prev_prev is None else prev_prev.contiguous()
         n, _, h, w = prev.shape
         c, m = self.channels, self.mixed_channels
         # Per block, the sum of its incoming edges: the mixed ops' outputs and, with partial

@@ -371,7 +371,7 @@ def _batch_norm_backward(
     ``out`` (``(x - mean) * invstd`` with the batch's statistics in training mode, the running
     ones in eval mode), for the output gradient ``grad * scale``: the input gradient and,
     where ``scale`` (per channel) is given, per channel ``sum(grad * out)`` over the batch and
-    the map (float32).
+    the map (in at least float32: :func:`_sum_dtype`).
 
     Saving the output instead of the input lets the caller drop its own copy of the output,
     and that channel sum is the op weights' gradient of a mixed op, for free in training mode:
@@ -389,13 +389,18 @@ def _batch_norm_backward(
             _constant(1.0, channels, invstd.dtype, out.device),
             True, bns[0].eps, [True, scale is not None, False],
         )  # fmt: skip
-        return grad_x, None if scale is None else grad_scale.float()
+        return grad_x, None if scale is None else grad_scale.to(_sum_dtype(grad_scale.dtype))
     # Eval mode: an affine map with the running statistics.
     weight = (_joined(bns, "running_var") + bns[0].eps).rsqrt()
     if scale is None:
         return grad * weight.to(out.dtype).view(1, channels, 1, 1), None
     grad_x = grad * (weight * scale).to(out.dtype).view(1, channels, 1, 1)
-    return grad_x, (grad * out).sum((0, 2, 3), dtype=torch.float32)
+    return grad_x, (grad * out).sum((0, 2, 3), dtype=_sum_dtype(out.dtype))
+
+
+def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the op weights' gradients are summed in: float32, or float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 #: ``InputEdges``'s parameters, in the order ``_MixedOps`` takes and returns them.
@@ -452,6 +457,29 @@ class InputEdges(nn.Module):
             }
         if op in ("atrous_conv_3x3", "atrous_conv_5x5"):
             return {"conv.weight": getattr(self, f"atrous{op[-1]}")[edge]}
+        if op not in PRIMITIVES:
+            raise ValueError(f"unknown op {op!r}; expected one of {PRIMITIVES}")
+        return {}
+
+    def op_buffers(self, path: int, edge: int, op: str) -> dict[str, torch.Tensor]:
+        """The BatchNorm running statistics of ``op`` on edge ``edge`` of path ``path``, named
+        as in ``OPS[op](C, 1, False)`` (views: a training-mode call through them updates them
+        here); for ``torch.func.functional_call``."""
+        stats = ("running_mean", "running_var")
+        shape = (2, self.paths, self.edges, self.channels)  # (kernel, path, edge, channel)
+        if op in ("sep_conv_3x3", "sep_conv_5x5"):
+            k = ("sep_conv_3x3", "sep_conv_5x5").index(op)
+            return {
+                f"{unit}.bn.{name}": getattr(bn, name).view(shape)[k, path, edge]
+                for unit, bn in enumerate(self.sep_bn)
+                for name in stats
+            }
+        if op in ("atrous_conv_3x3", "atrous_conv_5x5"):
+            k = ("atrous_conv_3x3", "atrous_conv_5x5").index(op)
+            return {
+                f"bn.{name}": getattr(self.atrous_bn, name).view(shape)[k, path, edge]
+                for name in stats
+            }
         if op not in PRIMITIVES:
             raise ValueError(f"unknown op {op!r}; expected one of {PRIMITIVES}")
         return {}
@@ -709,7 +737,7 @@ def _mixed_forward(
     """
     dtype = _compute_dtype(xs[0])
     with torch.autocast(xs[0].device.type, enabled=False):
-        x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+        x = (xs[0] if len(xs) == 1 else torch.cat(xs, 1)).contiguous()  # NCHW views below
         out, saved, info = _mixed_forward_in(
             readers, x.to(dtype), weights, *(t.to(dtype) for t in params)
         )
@@ -828,13 +856,13 @@ def _mixed_backward(
     free_sums = torch.bmm(by_path, outputs.transpose(1, 2))  # (N*U, E, 3)
     groups = len(units)
     if groups == 1:
-        free_sums = free_sums.sum(0, dtype=torch.float32)
+        free_sums = free_sums.sum(0, dtype=_sum_dtype(x.dtype))
     else:
-        per_unit = free_sums.view(n, u_all, e, 3).sum(0, dtype=torch.float32)
+        per_unit = free_sums.view(n, u_all, e, 3).sum(0, dtype=_sum_dtype(x.dtype))
         free_sums = torch.cat(_reader_sums(per_unit, units, 0))
     # Rows in ``weights``' order (reader, edge).
     grad_weights = [
-        torch.zeros(groups * e, 1, dtype=torch.float32, device=x.device),  # `none`
+        torch.zeros(groups * e, 1, dtype=_sum_dtype(x.dtype), device=x.device),  # `none`
         free_sums,
     ]
     grad_free = torch.matmul(columns[free].transpose(0, 1), g).view(n, u_all, 3, c, h, w)

@@ -24,11 +24,15 @@ def reference_cell(
     prev_prev: torch.Tensor | None,
     alpha_weights: torch.Tensor,
     templates: dict[str, nn.Module],
+    path: int = 0,
 ) -> torch.Tensor:
-    """One path through ``cell``: block by block, edge by edge, op by op -> ``(N, B*C, H, W)``.
+    """Path ``path`` through ``cell``: block by block, edge by edge, op by op ->
+    ``(N, B*C, H, W)``.
 
     With partial channels (K > 1) each edge runs its ops on its input's first ``C / K`` channels,
-    appends the others and shuffles, as PC-DARTS's mixed op does."""
+    appends the others and shuffles, as PC-DARTS's mixed op does. In eval mode (``templates``
+    in eval mode) the ops normalise with the cell's running statistics of that path and edge;
+    in training mode with the batch's, and the cell's statistics are left alone."""
     states = {"prev": prev, "prev_prev": prev_prev}
     groups = cell.partial_channels
     m = cell.channels // groups
@@ -43,10 +47,14 @@ def reference_cell(
             row = edge_row(block, name)
             x = states[name]
             edge = 0
+            own_path = 0 if name == "prev_prev" else path  # prev_prev: one for all paths
             for k, op in enumerate(PRIMITIVES):
                 if op == "none":
                     continue
-                out = functional_call(templates[op], reader.op_parameters(slot, op), (x[:, :m],))
+                tensors = reader.op_parameters(slot, op)
+                if not templates[op].training:
+                    tensors |= reader.op_buffers(own_path, slot, op)
+                out = functional_call(templates[op], tensors, (x[:, :m],))
                 edge = edge + alpha_weights[row, k] * out
             if groups > 1:
                 edge = channel_shuffle(torch.cat([edge, x[:, m:]], dim=1), groups)
@@ -62,7 +70,9 @@ def reference_forward(
     alpha_weights: torch.Tensor | None = None,
     beta_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``net``'s logits ``(N, K, H, W)`` computed path by path with the plain op modules."""
+    """``net``'s logits ``(N, K, H, W)`` computed path by path with the plain op modules, in
+    ``net``'s mode, dtype and device (in training mode it updates only the stem's and the
+    heads' running statistics, not the cells')."""
     aw = net.alpha_weights() if alpha_weights is None else alpha_weights
     bw = net.beta_weights() if beta_weights is None else beta_weights
     _, stem = net.stem(x)
@@ -74,15 +84,19 @@ def reference_forward(
     for (l, s), node in zip(net.lattice.nodes, net.nodes):
         width = node.cell.mixed_channels
         templates = templates_by_width.setdefault(
-            width, {op: OPS[op](width, 1, False) for op in PRIMITIVES}
+            width,
+            {
+                op: OPS[op](width, 1, False).to(stem.device, stem.dtype).train(net.training)
+                for op in PRIMITIVES
+            },
         )
         pp = node.prev_prev(states[(l - 2, s)]) if node.prev_prev is not None else None
         total = 0
-        for (source, direction), resample in zip(node.incoming, node.resample):
+        for path, ((source, direction), resample) in enumerate(zip(node.incoming, node.resample)):
             h = states[(l - 1, source)]
             if source > s:
                 h = resize(h, sizes[s])
-            cell_out = reference_cell(node.cell, resample(h), pp, aw, templates)
+            cell_out = reference_cell(node.cell, resample(h), pp, aw, templates, path)
             total = total + bw[l - 1, source, direction] * cell_out
         states[(l, s)] = total
     logits = 0

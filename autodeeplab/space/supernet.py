@@ -121,6 +121,25 @@ class Supernet(nn.Module):
         partial_channels: int = 1,
     ):
         super().__init__()
+
+        def positive(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+        sizes = {
+            "num_classes": num_classes,
+            "layers": layers,
+            "levels": levels,
+            "filter_multiplier": filter_multiplier,
+            "blocks": blocks,
+            "aspp_channels": aspp_channels,
+        }
+        for name, value in sizes.items():
+            if not positive(value):
+                raise ValueError(f"supernet {name}={value!r}: expected a positive integer")
+        if len(stem_channels) != 3 or not all(map(positive, stem_channels)):
+            raise ValueError(
+                f"supernet stem_channels={stem_channels!r}: expected 3 positive integers"
+            )
         self.num_classes = num_classes
         #: K of PC-DARTS partial channel connections (1: the exact eq. 6 supernet); see
         #: :mod:`autodeeplab.space.cell`.
@@ -214,7 +233,10 @@ class Supernet(nn.Module):
                 resize(head(states[(last, s)]), tuple(x.shape[-2:]))
                 for s, head in zip(self.head_levels, self.heads, strict=True)
             ]
-            return torch.stack(logits).sum(dim=0).float()
+            out = torch.stack(logits).sum(dim=0)
+        # Logits computed in reduced precision (autocast) come back as float32; a float64 net
+        # keeps float64.
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
 
 
 def build_supernet(

@@ -57,6 +57,44 @@ def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(
     torch.testing.assert_close(x_grad, ref_x_grad, atol=1e-6, rtol=1e-3)
 
 
+@pytest.mark.parametrize("partial", [1, 2])
+def test_float64_eval_mode_equals_plain_eq6_to_rounding(partial):
+    # Eval mode: both normalise with the cells' running statistics (warmed up first, so they
+    # are far from 0 and 1). Float64 end to end: logits and every gradient, alpha's included,
+    # agree to rounding, so nothing in between drops to float32.
+    torch.manual_seed(0)
+    net = _tiny(3, 3, 3, 3, 2 * partial, partial).double()
+    with torch.no_grad():
+        net.alpha.normal_(0, 1)
+        net.beta.normal_(0, 1)
+        for _ in range(3):
+            net(torch.randn(2, 3, 24, 24, dtype=torch.float64) * 3 + 1)
+    net.eval()
+    x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    out, grads, x_grad = _grads(net, x, net)
+    ref_out, ref_grads, ref_x_grad = _grads(net, x, lambda inp: reference_forward(net, inp))
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(
+            grads[name], ref_grads[name], atol=1e-12, rtol=1e-9, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    torch.testing.assert_close(x_grad, ref_x_grad, atol=1e-12, rtol=1e-9)
+
+
+def test_a_channels_last_input_gives_what_a_contiguous_one_gives():
+    net = _tiny(3, 3, 3, 3)
+    x = torch.randn(2, 3, 24, 24)
+    out, grads, x_grad = _grads(net, x, net)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    last_out, last_grads, last_x_grad = _grads(net, x_last, net)
+    torch.testing.assert_close(last_out, out)
+    for name in grads:
+        torch.testing.assert_close(last_grads[name], grads[name], msg=lambda m, n=name: f"{n}: {m}")
+    torch.testing.assert_close(last_x_grad, x_grad)
+
+
 def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
     net = _tiny(3, 5, 4, 2)
     for node in net.nodes:  # node (l, s) reads beta[l - 1, s', d] with s' + d - 1 = s
@@ -92,6 +130,23 @@ def test_arch_parameters_are_held_apart_from_the_weights():
     weights = {id(p) for p in net.weight_parameters()}
     assert id(alpha) not in weights and id(beta) not in weights
     assert len(weights) + 2 == len(list(net.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"blocks": 0}, "supernet blocks=0: expected a positive integer"),
+        ({"filter_multiplier": 0}, "filter_multiplier=0"),
+        ({"num_classes": 0}, "num_classes=0"),
+        ({"aspp_channels": 0}, "aspp_channels=0"),
+        ({"layers": 2.0}, "layers=2.0"),
+        ({"stem_channels": (4, 0, 8)}, r"stem_channels=\(4, 0, 8\): expected 3 positive"),
+        ({"stem_channels": (4, 8)}, r"stem_channels=\(4, 8\): expected 3 positive"),
+    ],
+)
+def test_bad_sizes_are_refused_naming_them(option, message):
+    with pytest.raises(ValueError, match=message):
+        build_supernet(**option)
 
 
 def test_paper_space_shapes():
