@@ -51,10 +51,7 @@ class Genotype:
             raise GenotypeError(f"cell must be a sequence of blocks, got {self.cell!r}")
         if isinstance(self.path, (str, bytes)) or not isinstance(self.path, Sequence):
             raise GenotypeError(f"path must be a sequence of levels, got {self.path!r}")
-        cell = tuple(
-            tuple(Edge(*e) if isinstance(e, (tuple, list)) else e for e in block)
-            for block in self.cell
-        )
+        cell = tuple(tuple(_edge(e, b) for e in block) for b, block in enumerate(self.cell, 1))
         _validate(cell, self.path, levels=None)
         # Edges in input order (prev_prev, prev, block1, ...): the sum over a block's edges does
         # not depend on their order, so neither do equality and the file form.
@@ -161,6 +158,11 @@ class Genotype:
             atomic_write_text(path, text)
         return text
 
+    def check_levels(self, levels: int) -> None:
+        """Raise :class:`GenotypeError` unless every layer of the path lies in
+        ``0..levels - 1`` (a genotype built in code is only checked against 0 and jumps)."""
+        _validate(self.cell, self.path, levels)
+
     @property
     def blocks(self) -> int:
         return len(self.cell)
@@ -177,6 +179,18 @@ class Genotype:
         ]
         lines.append("path: " + " ".join(str(s) for s in self.path))
         return "\n".join(lines)
+
+
+def _edge(edge: Any, block: int) -> Any:
+    """``edge`` as an :class:`Edge` where it is an ``(op, input)`` pair; anything else is left
+    for :func:`_validate` to refuse."""
+    if not isinstance(edge, (tuple, list)):
+        return edge
+    if len(edge) != 2:
+        raise GenotypeError(
+            f"cell block{block}: {tuple(edge)!r} is not an edge; expected a pair (op, input)"
+        )
+    return Edge(*edge)
 
 
 def _validate(cell: Sequence[Sequence[Edge]], path: Sequence[int], levels: int | None) -> None:

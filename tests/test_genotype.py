@@ -121,6 +121,10 @@ def test_constructor_validates_too():
         Genotype((), g.path)
     with pytest.raises(GenotypeError, match="jumps"):
         Genotype(g.cell, (0, 2))
+    with pytest.raises(GenotypeError, match="block1: .* is not an edge; expected a pair"):
+        Genotype(((("sep_conv_3x3", "prev", "x"),) * 2,) + g.cell[1:], g.path)
+    with pytest.raises(GenotypeError, match="layer 4 has level 4; levels run 0..3"):
+        Genotype(g.cell, (1, 2, 3, 4)).check_levels(4)
 
 
 def test_edge_order_does_not_matter():

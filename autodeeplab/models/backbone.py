@@ -11,6 +11,9 @@ from autodeeplab.genotype import Genotype
 from autodeeplab.models.cell import DecodedCell
 from autodeeplab.ops import Stem
 
+#: The decoded network's levels: output strides 4, 8, 16 and 32 (the head's ASPP takes no other).
+LEVELS = 4
+
 
 class Backbone(nn.Module):
     """``(N, 3, H, W)`` -> ``(features, low_level)``.
@@ -34,6 +37,7 @@ class Backbone(nn.Module):
         drop_path_keep_prob: float = 1.0,
     ):
         super().__init__()
+        genotype.check_levels(LEVELS)
         self.path = tuple(genotype.path)
         self.stem = Stem(tuple(stem_channels))
         self.cells = nn.ModuleList()

@@ -17,6 +17,16 @@ def load_model(path: str | os.PathLike, *, eval_mode: bool = True) -> AutoDeepLa
             f"checkpoint {path} is from the {state['stage']!r} stage; load_model reads retrain "
             "checkpoints (a search checkpoint holds a supernet: decode its genotype instead)"
         )
-    model = build_model(**state["model_args"])
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(**state["model_args"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: its model_args do not build a model: {err}") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        problems = " ".join(str(err).split())
+        raise ValueError(
+            f"checkpoint {path}: its weights do not fit the model its model_args describe: "
+            f"{problems}"
+        ) from None
     return model.eval() if eval_mode else model

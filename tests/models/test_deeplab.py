@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import autodeeplab
+from autodeeplab.engine.checkpoint import save_checkpoint
 from autodeeplab.genotype import Genotype, GenotypeError
-from autodeeplab.models import AutoDeepLab, DropPath, aspp_rates, build_model
+from autodeeplab.models import AutoDeepLab, DropPath, aspp_rates, build_model, load_model
 
 PAPER = Genotype.named("paper")
 F = 4  # tiny filter multiplier keeps the tests fast
@@ -124,6 +125,28 @@ def test_build_model_inputs():
         build_model({"format": "autodeeplab-genotype-v1"}, num_classes=2)
     with pytest.raises(TypeError):
         build_model(PAPER, 19)  # keyword-only
+
+
+def test_the_decoded_network_has_four_levels():
+    # A genotype built in code is checked against 0 and jumps only; the model takes levels 0..3.
+    with pytest.raises(GenotypeError, match="layer 5 has level 4; levels run 0..3"):
+        _model((0, 1, 2, 3, 4, 3))
+
+
+def test_load_model_errors_name_the_checkpoint(tmp_path):
+    model = _model((0, 1), aspp_channels=8, decoder_channels=8, low_level_channels=4)
+    path = tmp_path / "best.pt"
+    args = dict(model.model_args, num_classes=5)  # weights of a 3-class head
+    save_checkpoint({"stage": "retrain", "model_args": args, "model": model.state_dict()}, path)
+    with pytest.raises(ValueError, match=r"best\.pt: its weights do not fit.*classifier"):
+        load_model(path)
+    args = dict(model.model_args, genotype=dict(PAPER.to_dict(), path=[0, 2]))
+    save_checkpoint({"stage": "retrain", "model_args": args, "model": model.state_dict()}, path)
+    with pytest.raises(ValueError, match=r"best\.pt: its model_args do not build.*jumps"):
+        load_model(path)
+    state = {"stage": "retrain", "model_args": model.model_args, "model": model.state_dict()}
+    save_checkpoint(state, path)
+    assert load_model(path).model_args == model.model_args
 
 
 def test_drop_path_only_in_training():
