@@ -22,6 +22,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint on the CPU, with clear errors for a missing or foreign file."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint {path} is a directory; expected a checkpoint file in it, such as "
+            f"{path / 'best.pt'} or {path / 'last.pt'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -85,4 +90,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving process saw; a resume may see fewer (or more).
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])

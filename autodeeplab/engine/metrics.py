@@ -41,9 +41,14 @@ class ConfusionMatrix:
         bad = (labels < 0) | (labels >= self.num_classes)
         if bool(bad.any()):
             value = int(labels[bad][0])
+            ignored = " (only the target's pixels may carry the ignore index)"
             raise ValueError(
-                f"{what} contains label {value}, outside 0..{self.num_classes - 1} "
-                f"(and not ignore_index={self.ignore_index})"
+                f"{what} contains label {value}, outside 0..{self.num_classes - 1}"
+                + (
+                    ignored
+                    if value == self.ignore_index
+                    else f" (and not ignore_index={self.ignore_index})"
+                )
             )
 
     @torch.no_grad()

@@ -13,6 +13,9 @@ from autodeeplab.engine import distributed
 from autodeeplab.engine.checkpoint import load_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+#: The config a stage's command line records once the run directory is checked: it marks an
+#: earlier run even where that run stopped before writing anything else.
+RUN_CONFIG = Path(".hydra") / "config.yaml"
 
 #: Settings that may change when a run is resumed (with what they hold, for a group); every
 #: other key must match the checkpoint. ``data.root``: the same data may have moved (to a
@@ -41,7 +44,8 @@ def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) ->
     """Refuse to start over an earlier run (nothing is overwritten) or to resume nothing.
     ``outputs``: files besides the checkpoint that mark an earlier run."""
     checkpoint = run_dir / CHECKPOINT
-    earlier = [p for p in (CHECKPOINT, *map(Path, outputs)) if (run_dir / p).exists()]
+    markers = (CHECKPOINT, RUN_CONFIG, *map(Path, outputs))
+    earlier = [p for p in markers if (run_dir / p).exists()]
     if not resume and earlier and not checkpoint.exists():
         raise FileExistsError(
             f"{run_dir} holds an earlier run that stopped before its first checkpoint "
@@ -57,7 +61,7 @@ def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) ->
     if resume and not checkpoint.exists():
         raise FileNotFoundError(
             f"resume=true but there is no checkpoint at {checkpoint} (a run stopped before its "
-            "first epoch ended cannot be resumed; start it in another hydra.run.dir)"
+            "first checkpoint cannot be resumed; start it in another hydra.run.dir)"
         )
 
 

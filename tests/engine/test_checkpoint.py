@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from autodeeplab.engine.checkpoint import load_checkpoint, save_checkpoint
+from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def test_round_trip_and_required_keys(tmp_path):
@@ -49,3 +49,16 @@ def test_a_foreign_file_is_one_line_naming_it(tmp_path, kind, message):
 def test_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere.pt")
+    with pytest.raises(IsADirectoryError, match=r"is a directory; expected .*best\.pt"):
+        load_checkpoint(tmp_path)
+
+
+def test_cuda_states_are_restored_for_the_gpus_there_are(monkeypatch):
+    # A checkpoint written where two GPUs were visible, resumed where one is.
+    state, restored = rng_state(), []  # this machine's CPU generators
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    state["cuda"] = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
+    set_rng_state(state)
+    assert len(restored) == 1 and torch.equal(restored[0], state["cuda"][0])

@@ -109,6 +109,8 @@ def test_out_of_range_labels_raise():
         cm.update(torch.zeros(1, 2, 2, dtype=torch.int64), torch.tensor([[[0, 7], [1, 2]]]))
     with pytest.raises(ValueError, match="pred contains label -1"):
         cm.update(torch.tensor([[[0, -1], [1, 2]]]), torch.zeros(1, 2, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="255, outside 0..2 .only the target's pixels may carry"):
+        cm.update(torch.tensor([[[0, 255], [1, 2]]]), torch.zeros(1, 2, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="does not match"):
         cm.update(torch.zeros(1, 2, 3, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64))
     assert int(cm.matrix.sum()) == 0

@@ -64,3 +64,14 @@ def test_run_directories_are_never_reused(tmp_path):
     with pytest.raises(FileExistsError, match="already holds a run.*pass resume=true"):
         check_run_dir(tmp_path, resume=False, outputs=("split.json",))
     check_run_dir(tmp_path, resume=True, outputs=("split.json",))
+
+
+def test_a_run_that_recorded_only_its_config_is_an_earlier_run(tmp_path):
+    # A command line records .hydra/config.yaml first; a crash before any other output must
+    # not let a new run take the directory over (and overwrite that record).
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(FileExistsError, match=r"before its first checkpoint \(.hydra/config"):
+        check_run_dir(tmp_path, resume=False)
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint cannot"):
+        check_run_dir(tmp_path, resume=True)
