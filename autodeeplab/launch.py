@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from autodeeplab.engine import distributed
 
@@ -30,7 +31,7 @@ def _resolve_run_dir(config_dir: str, config_name: str, overrides: Sequence[str]
 
 def _hydra_value(text: str) -> str:
     """``text`` as the value of a Hydra command-line override (quoted when it must be)."""
-    if re.fullmatch(r"[\w/.:~+@-]+", text, re.ASCII):
+    if re.fullmatch(r"[\w/.:+@-]+", text, re.ASCII):  # Hydra's lexer refuses a bare ``~``
         return text
     # In Hydra's quoted strings a backslash escapes only a quote or the backslashes before one.
     escaped = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + ("\\'" if m[2] else ""), text)
@@ -54,11 +55,13 @@ _VALUE_FLAGS = {
 _INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
-def _parse(argv: Sequence[str], config_name: str) -> tuple[str, list[int]]:
+def _parse(argv: Sequence[str], config_name: str) -> tuple[str, list[int], list[str]]:
     """A stage's command line (without the program name) -> (the config name it selects, the
-    positions of its overrides): Hydra's flags and their values are not overrides, and
-    ``--config-name``/``-cn`` (``X`` or ``=X``) replaces the stage's default config name."""
+    positions of its overrides, the config folders it adds): Hydra's flags and their values
+    are not overrides, ``--config-name``/``-cn`` (``X`` or ``=X``) replaces the stage's
+    default config name and ``--config-dir``/``-cd`` adds a folder to the search path."""
     positions: list[int] = []
+    config_dirs: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -70,19 +73,36 @@ def _parse(argv: Sequence[str], config_name: str) -> tuple[str, list[int]]:
                 i += 1
             if flag in ("--config-name", "-cn"):
                 config_name = value
+            elif flag in ("--config-dir", "-cd"):
+                config_dirs.append(value)
         elif arg in ("--info", "-i"):
             if i < len(argv) and argv[i] in _INFO_VALUES:
                 i += 1
         elif not arg.startswith("-"):
             positions.append(i - 1)
-    return config_name, positions
+    return config_name, positions, config_dirs
 
 
 def split_command_line(argv: Sequence[str], config_name: str) -> tuple[str, list[str]]:
     """A stage's command line (without the program name) -> (the config name it selects, its
     overrides), as :func:`_parse` reads it."""
-    config_name, positions = _parse(argv, config_name)
+    config_name, positions, _ = _parse(argv, config_name)
     return config_name, [argv[i] for i in positions]
+
+
+def _with_search_path(overrides: list[str], folders: Sequence[str]) -> list[str]:
+    """``overrides`` with ``folders`` first in its ``hydra.searchpath`` (added if it has none),
+    as ``--config-dir`` puts them on the search path of the command line itself."""
+    if not folders:
+        return overrides
+    entries = [_hydra_value(f"file://{Path(folder).resolve()}") for folder in folders]
+    prefix = "hydra.searchpath=["
+    for i, override in enumerate(overrides):
+        if override.startswith(prefix) and override.endswith("]"):
+            rest = override[len(prefix) : -1]
+            overrides[i] = prefix + ",".join(entries + ([rest] if rest else [])) + "]"
+            return overrides
+    return [*overrides, prefix + ",".join(entries) + "]"]
 
 
 def add_overrides(argv: list[str], extra: Sequence[str]) -> None:
@@ -91,7 +111,7 @@ def add_overrides(argv: list[str], extra: Sequence[str]) -> None:
     Hydra reads the overrides as one run of positional arguments, so appending them after a
     flag (``train.lr=0.1 --cfg job``) would split the run and fail, and after a bare ``--info``
     they would be taken for its value."""
-    _, positions = _parse(argv[1:], "")
+    _, positions, _ = _parse(argv[1:], "")
     at = positions[-1] + 2 if positions else 1
     argv[at:at] = list(extra)
 
@@ -101,8 +121,10 @@ def rank_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> li
     the run directory rank 0 resolved, and console-only logging on the other ranks (unless the
     command line picks its own ``hydra/job_logging``). Every rank must call this (it is a
     collective)."""
-    config_name, overrides = split_command_line(argv, config_name)
-    run_dir = distributed.run_on_main(lambda: _resolve_run_dir(config_dir, config_name, overrides))
+    config_name, positions, config_dirs = _parse(argv, config_name)
+    overrides = [argv[i] for i in positions]
+    searched = _with_search_path(list(overrides), config_dirs)
+    run_dir = distributed.run_on_main(lambda: _resolve_run_dir(config_dir, config_name, searched))
     extra = [] if run_dir is None else [f"hydra.run.dir={_hydra_value(run_dir)}"]
     own_logging = any(o.lstrip("+~").startswith("hydra/job_logging=") for o in overrides)
     if not distributed.is_main() and not own_logging:
@@ -135,7 +157,7 @@ def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
 
 #: Errors that mean the user asked for something wrong (a bad key, file or value): reported as
 #: one log line and exit status 2, never as a traceback.
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ store_schema("search_schema", SearchConfig)
         "C:\\r\\",
         "x\\'",
         "runs/été/Zürich",  # non-ASCII letters: Hydra takes them only quoted
+        "runs/a~b",
     ],
 )
 def test_values_survive_hydras_override_parser(text):
@@ -92,6 +93,15 @@ def test_a_separate_config_name_is_used_to_resolve_the_run_directory():
 
     (run_dir,) = rank_overrides(CONF_DIR, "search", ["--config-name", "check"])
     assert "autodeeplab-check" in run_dir
+
+
+@pytest.mark.parametrize("flag", ["-cd", "--config-dir"])
+def test_a_users_config_dir_is_searched_to_resolve_the_run_directory(tmp_path, flag):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.yaml").write_text("defaults:\n  - textures\n  - _self_\n")
+    (run_dir,) = rank_overrides(CONF_DIR, "search", [flag, str(tmp_path), "data=mine"])
+    assert run_dir.startswith("hydra.run.dir=runs/search/")
+    assert rank_overrides(CONF_DIR, "search", ["data=mine"]) == []  # not found without it
 
 
 def test_a_users_own_job_logging_is_left_alone_on_other_ranks(monkeypatch):
