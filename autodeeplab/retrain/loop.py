@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform, search_transform
@@ -118,6 +118,10 @@ def run_retrain(
     every rank calls this; only rank 0 touches ``run_dir``."""
     run_dir = Path(run_dir)
     check_retrain_config(cfg)
+    # Everything else that can refuse the settings, before the run directory is made (a
+    # refusal after would leave it unusable).
+    resolve_device(cfg.device)
+    inputs = RetrainInputs.load(cfg)
     with open_run_dir(
         run_dir,
         resume=cfg.resume,
@@ -126,7 +130,39 @@ def run_retrain(
         required=("config", "model", "step"),
         on_start=on_start,
     ) as state:
-        return _retrain(cfg, run_dir, state)
+        return _retrain(cfg, run_dir, state, inputs)
+
+
+@dataclasses.dataclass
+class RetrainInputs:
+    """What a retrain reads besides its checkpoint: the genotype, the datasets and the loss."""
+
+    genotype: Genotype
+    train_set: Dataset
+    val_set: Dataset
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def load(cls, cfg: RetrainConfig) -> RetrainInputs:
+        """Raises on a bad genotype, data setting or loss term, naming it."""
+        data, world = cfg.data, distributed.world_size()
+        genotype = load_genotype(cfg.genotype)
+        train_set = dataset_from_config(data, "train", data.train_samples)
+        val_set = dataset_from_config(data, "val", data.val_samples)
+        if len(train_set) // world < cfg.train.batch_size:
+            ranks = f" ({len(train_set) // world} per process of {world})" if world > 1 else ""
+            raise ValueError(
+                f"the training split has {len(train_set)} samples{ranks}, fewer than "
+                f"train.batch_size={cfg.train.batch_size}"
+            )
+        loss_fn = build_loss(
+            dict(cfg.loss.terms),
+            ignore_index=data.ignore_index,
+            thresh=cfg.loss.ohem_thresh,
+            min_kept=cfg.loss.ohem_min_kept,
+            gamma=cfg.loss.focal_gamma,
+        )
+        return cls(genotype, train_set, val_set, loss_fn)
 
 
 def restore_rng(state: dict[str, Any], seed: int) -> None:
@@ -141,22 +177,16 @@ def restore_rng(state: dict[str, Any], seed: int) -> None:
             torch.manual_seed(derive_seed(seed, state["step"], distributed.rank()))
 
 
-def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) -> dict[str, Any]:
+def _retrain(
+    cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None, inputs: RetrainInputs
+) -> dict[str, Any]:
     train, data = cfg.train, cfg.data
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = distributed.local_device(resolve_device(cfg.device))
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     torch.manual_seed(cfg.seed)
-    genotype = load_genotype(cfg.genotype)
-    train_set = dataset_from_config(data, "train", data.train_samples)
-    val_set = dataset_from_config(data, "val", data.val_samples)
-    if len(train_set) // world < train.batch_size:
-        ranks = f" ({len(train_set) // world} per process of {world})" if world > 1 else ""
-        raise ValueError(
-            f"the training split has {len(train_set)} samples{ranks}, fewer than "
-            f"train.batch_size={train.batch_size}"
-        )
+    genotype, train_set, val_set = inputs.genotype, inputs.train_set, inputs.val_set
     train_data = SeededSubset(
         train_set, range(len(train_set)), train_transform(data, train.color_jitter), seed=cfg.seed
     )
@@ -176,13 +206,7 @@ def _retrain(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None) ->
         model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
     )
     schedule = poly_lr(optimizer, train.iterations, train.power)
-    loss_fn = build_loss(
-        dict(cfg.loss.terms),
-        ignore_index=data.ignore_index,
-        thresh=cfg.loss.ohem_thresh,
-        min_kept=cfg.loss.ohem_min_kept,
-        gamma=cfg.loss.focal_gamma,
-    )
+    loss_fn = inputs.loss_fn
     step, records, best = 0, [], None
     if state is not None:
         model.load_state_dict(state["model"])

@@ -45,6 +45,19 @@ from autodeeplab.space.supernet import Supernet, build_supernet
 log = logging.getLogger(__name__)
 
 
+def _check_split(cfg: SearchConfig, part_a: list[int], part_b: list[int]) -> None:
+    """Raises ``ValueError`` unless each half of the split fills a batch on every process."""
+    world = distributed.world_size()
+    for name, part in (("A", part_a), ("B", part_b)):
+        if len(part) // world < cfg.search.batch_size:
+            ranks = f" ({len(part) // world} per process of {world})" if world > 1 else ""
+            raise ValueError(
+                f"split {name} has {len(part)} samples{ranks}, fewer than "
+                f"search.batch_size={cfg.search.batch_size}; use more training samples "
+                "or a smaller batch"
+            )
+
+
 @dataclass
 class SearchData:
     """Split A (weights), split B (alpha, beta) and held-out data, with seeded loaders. Under
@@ -60,13 +73,31 @@ class SearchData:
     rank: int = 0
     world_size: int = 1
 
-    @classmethod
-    def prepare(cls, cfg: SearchConfig, run_dir: Path, device: torch.device) -> SearchData:
+    @staticmethod
+    def datasets(cfg: SearchConfig) -> tuple[Dataset, Dataset]:
+        """The training and held-out datasets of ``cfg.data``; for a new run also checks that
+        both halves of the split fill a batch. Raises on bad data settings, so a search calls
+        it before it makes its run directory."""
         data = cfg.data
         train_set = dataset_from_config(data, "train", data.train_samples)
         val_set = dataset_from_config(data, "val", data.val_samples)
-        split_path = run_dir / "split.json"
+        if not cfg.resume:  # a resumed run's split is read from its directory
+            _check_split(cfg, *search_split(len(train_set), cfg.seed))
+        return train_set, val_set
 
+    @classmethod
+    def prepare(
+        cls,
+        cfg: SearchConfig,
+        run_dir: Path,
+        device: torch.device,
+        train_set: Dataset,
+        val_set: Dataset,
+    ) -> SearchData:
+        """The split of ``train_set`` (written to ``run_dir/split.json``, or read from it on
+        resume) and the loaders' settings."""
+        data = cfg.data
+        split_path = run_dir / "split.json"
         world = distributed.world_size()
 
         def split() -> tuple[list[int], list[int]]:
@@ -74,14 +105,7 @@ class SearchData:
                 part_a, part_b = load_split(split_path)
             else:
                 part_a, part_b = search_split(len(train_set), cfg.seed)
-            for name, part in (("A", part_a), ("B", part_b)):
-                if len(part) // world < cfg.search.batch_size:
-                    ranks = f" ({len(part) // world} per process of {world})" if world > 1 else ""
-                    raise ValueError(
-                        f"split {name} has {len(part)} samples{ranks}, fewer than "
-                        f"search.batch_size={cfg.search.batch_size}; use more training samples "
-                        "or a smaller batch"
-                    )
+            _check_split(cfg, part_a, part_b)
             if not cfg.resume:
                 save_split(split_path, part_a, part_b, seed=cfg.seed, dataset=data.name)
             return part_a, part_b
@@ -287,6 +311,10 @@ def run_search(
             cfg.search.arch_start_epoch,
             cfg.search.epochs,
         )
+    # The device and data settings too: a refusal after the run directory is made would leave
+    # it unusable.
+    resolve_device(cfg.device)
+    datasets = SearchData.datasets(cfg)
     with open_run_dir(
         run_dir,
         resume=cfg.resume,
@@ -295,7 +323,7 @@ def run_search(
         required=("config", "model", "optimisers", "epoch"),
         on_start=on_start,
     ) as state:
-        return _search(cfg, run_dir, state)
+        return _search(cfg, run_dir, state, datasets)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -308,7 +336,12 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
-def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> Genotype:
+def _search(
+    cfg: SearchConfig,
+    run_dir: Path,
+    state: dict[str, Any] | None,
+    datasets: tuple[Dataset, Dataset],
+) -> Genotype:
     loop = cfg.search
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -321,7 +354,7 @@ def _search(cfg: SearchConfig, run_dir: Path, state: dict[str, Any] | None) -> G
     net.autocast_dtype = autocast_dtype(loop.precision)
     opt = Optimisers.build(net, cfg)
     # After everything that can refuse the settings: this writes split.json, the first output.
-    data = SearchData.prepare(cfg, run_dir, device)
+    data = SearchData.prepare(cfg, run_dir, device, *datasets)
 
     history: dict[str, list[Any]] = {"epoch": [], "alpha": [], "beta": []}
     records: list[dict[str, Any]] = []

@@ -43,6 +43,11 @@ def test_every_retrain_option_composes(retrain_config, overrides):
         (["loss=focal", "loss.focal_gamma=-1"], "loss.focal_gamma=-1.0: expected a number >= 0"),
         (["data.scale_min=2"], r"data.scale_min, data.scale_max=\(2.0, 1.0\)"),
         (["threads=0", "train.power=-1"], "train.power=-1.0: .*; threads=0: expected"),
+        (["genotype=nosuch"], "nosuch"),
+        (["data.train_samples=0"], "data.train_samples"),
+        (["+data.options.bogus=1"], "unknown option 'bogus'"),
+        (["train.batch_size=64"], "fewer than train.batch_size=64"),
+        (["loss.terms.lovasz=1"], "lovasz"),
     ],
 )
 def test_bad_retrain_settings_are_refused_naming_them(retrain_config, tmp_path, overrides, message):

@@ -50,10 +50,14 @@ def _smoke(*overrides):
     ],
 )
 def test_bad_settings_are_refused(tmp_path, overrides, message):
+    def record_config():  # as the command line does once the directory is checked
+        (tmp_path / "run" / ".hydra").mkdir()
+        (tmp_path / "run" / ".hydra" / "config.yaml").write_text("{}\n")
+
     with pytest.raises(ValueError, match=message):
-        run_search(_smoke(*overrides), tmp_path / "run")
-    # Refused before the first output: the same directory takes the corrected run.
-    assert not (tmp_path / "run" / "split.json").exists()
+        run_search(_smoke(*overrides), tmp_path / "run", on_start=record_config)
+    # Refused before the run directory is made: the same directory takes the corrected run.
+    assert not (tmp_path / "run").exists()
 
 
 def test_two_searches_never_share_a_run_directory(tmp_path):
