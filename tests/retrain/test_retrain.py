@@ -61,6 +61,8 @@ def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
     cfg = retrain_config("experiment=cityscapes_l", "data.root=/x")
     assert (cfg.model.filter_multiplier, cfg.data.crop_size, cfg.train.lr) == (48, 769, 0.05)
     assert (cfg.data.scale_min, cfg.data.scale_max) == (0.5, 2.0)
+    for name in ("voc", "ade20k"):  # the model of the paper's figures in their READMEs
+        assert retrain_config(f"experiment={name}", "data.root=/x").model.filter_multiplier == 48
 
 
 @pytest.mark.parametrize(
