@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
+from autodeeplab.engine import distributed
 from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.export.config import ExportConfig
 from autodeeplab.export.run import run_export
@@ -25,5 +26,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if distributed.launched():  # every rank would export the same files into one folder
+        print("autodeeplab.export runs in one process: start it without torchrun", file=sys.stderr)
+        sys.exit(2)
     add_overrides(sys.argv, [stage_search_path(CONF_DIR)])
     main()

@@ -131,3 +131,17 @@ def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
     assert report["latency"] is None
     diffs = [e["max_abs_diff"] for e in report["parity"]["sizes"]]
     assert all(0 < d < 1e-4 for d in diffs) and np.isfinite(diffs).all()
+
+
+def test_export_refuses_to_run_as_several_torchrun_processes(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "autodeeplab.export", "checkpoint=unused.pt"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "runs in one process: start it without torchrun" in result.stderr
+    assert list(tmp_path.iterdir()) == []
