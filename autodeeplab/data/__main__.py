@@ -37,6 +37,8 @@ Loads every sample of the dataset's splits and prints sample counts and pixels p
 class CheckConfig:
     """``conf/check.yaml``."""
 
+    # The dataset: data.name, data.root, data.num_classes, data.ignore_index, data.options; its
+    # training keys (crop, scale, flip, sample counts, num_workers) are not read here.
     data: DataConfig = field(default_factory=DataConfig)
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
     max_samples: int | None = None  # check only the first N samples per split (None: all)

@@ -14,9 +14,9 @@ class ModelConfig:
 
     filter_multiplier: int = 20  # F: S = 20, M = 32, L = 48
     drop_path_keep_prob: float = 1.0  # Scheduled Drop Path; 1.0 = off
-    stem_channels: list[int] = field(default_factory=lambda: [64, 64, 128])
-    aspp_channels: int = 256
-    decoder_channels: int = 256
+    stem_channels: list[int] = field(default_factory=lambda: [64, 64, 128])  # the three convs
+    aspp_channels: int = 256  # width of each ASPP branch (DeepLabv3+)
+    decoder_channels: int = 256  # width of the decoder's two 3x3 convs
 
 
 @dataclass
@@ -24,11 +24,11 @@ class TrainConfig:
     """The retrain recipe (``train.*``) [P §5.2]: SGD with poly learning rate."""
 
     iterations: int = 90_000  # weight updates in all
-    batch_size: int = 8
-    lr: float = 0.05  # poly schedule from lr to 0, power 0.9
+    batch_size: int = 8  # images per update (per process under torchrun)
+    lr: float = 0.05  # poly schedule from lr to 0: lr * (1 - step / iterations) ** power
     power: float = 0.9
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 4e-5  # L2 on every weight
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
     color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (0: off)
     val_every: int = 5000  # validate every N iterations (and at the end)
@@ -57,12 +57,12 @@ class RetrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    seed: int = 0
+    seed: int = 0  # seeds the weights, the batch order, the augmentation and Drop Path
     resume: bool = False  # continue from run_dir/checkpoints/last.pt
-    device: str = "auto"
-    threads: int | None = None
-    progress: bool = True
-    tensorboard: bool = True
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    progress: bool = True  # progress bars
+    tensorboard: bool = True  # write TensorBoard event files into the run directory
 
 
 def check_retrain_config(cfg: RetrainConfig) -> None:

@@ -23,6 +23,8 @@ class SpaceConfig:
     levels: int = 4  # resolutions: output stride 4 * 2**level
     filter_multiplier: int = 8  # F: a block at level s has F * 2**s channels
     blocks: int = 5  # B, blocks per cell
+    # The stem's three 3x3 convs (two of stride 2): its output, at output stride 4, is the
+    # lattice's level-0 input [P §4.1]
     stem_channels: list[int] = field(default_factory=lambda: [64, 64, 128])
     aspp_channels: int = 64  # width of each search-head ASPP branch
     # K of PC-DARTS partial channel connections: each edge's mixed op sees only the first C / K
@@ -37,15 +39,21 @@ class SpaceConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimisers (``optim=<name>``); defaults are the paper's [P §5.1]."""
+    """Optimisers (``optim=<name>``); defaults are the paper's [P §5.1] where it gives them
+    (``grad_clip`` and ``arch_betas`` it does not)."""
 
-    lr: float = 0.025  # weights: SGD, cosine from lr to lr_min over the epochs
+    # Weights: SGD, cosine from lr towards lr_min, stepped once per epoch over search.epochs
+    # (DARTS's convention: the last epoch runs just above lr_min, 0.00104 at the paper's 40).
+    lr: float = 0.025
     lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float | None = 5.0  # max norm of the weight gradients (None: no clipping)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 3e-4  # L2 on the weights
+    # Max norm of the weight gradients (None: no clipping). Not in the paper: DARTS's practice,
+    # which keeps the search stable; null gives the paper's optimiser exactly.
+    grad_clip: float | None = 5.0
     arch_lr: float = 3e-3  # alpha and beta: Adam
-    arch_weight_decay: float = 1e-3
+    arch_weight_decay: float = 1e-3  # L2 on alpha and beta (Adam's, coupled as in DARTS)
+    # Adam's betas: the paper does not give them; these are PyTorch's defaults (DARTS: 0.5, 0.999)
     arch_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
@@ -53,10 +61,13 @@ class OptimConfig:
 class LoopConfig:
     """The bilevel schedule (``search.*``) [P §4.2, §5.1]."""
 
-    epochs: int = 40
-    arch_start_epoch: int = 20  # architecture steps run in epochs after this one
-    batch_size: int = 2
-    eval_batch_size: int = 4
+    epochs: int = 40  # passes over split A
+    # Architecture steps run in epochs after this one, one per weight step (a batch of split
+    # B). They run the supernet in training mode, as DARTS does: its BatchNorm running
+    # statistics, which only the validation uses, follow B's batches as well as A's.
+    arch_start_epoch: int = 20
+    batch_size: int = 2  # images per weight step and per architecture step (per process)
+    eval_batch_size: int = 4  # images per batch of the per-epoch validation
     max_steps: int | None = None  # cap on weight steps per epoch (None: a full pass over A)
     # Activation checkpointing per lattice node: the same search (BatchNorm statistics included)
     # in less memory, for about one more forward pass per step.
