@@ -67,7 +67,9 @@ class LoopConfig:
     # statistics, which only the validation uses, follow B's batches as well as A's.
     arch_start_epoch: int = 20
     batch_size: int = 2  # images per weight step and per architecture step (per process)
-    eval_batch_size: int = 4  # images per batch of the per-epoch validation
+    # Images per batch of the per-epoch validation. Images of different sizes (VOC, ADE20K,
+    # folder) are padded to a batch's largest, which the supernet sees: 1 avoids that.
+    eval_batch_size: int = 4
     max_steps: int | None = None  # cap on weight steps per epoch (None: a full pass over A)
     # Activation checkpointing per lattice node: the same search (BatchNorm statistics included)
     # in less memory, for about one more forward pass per step.

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -36,7 +37,7 @@ from autodeeplab.engine.metrics import ConfusionMatrix
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
-from autodeeplab.search.bilevel import arch_step, segmentation_loss, weight_step
+from autodeeplab.search.bilevel import arch_step, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
 from autodeeplab.search.records import TensorBoardLog, write_history
 from autodeeplab.space.lattice import normalise_beta
@@ -165,8 +166,9 @@ def evaluate(
     ignore_index: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Supernet loss and mIoU on held-out data (BatchNorm in eval mode). Under ``torchrun``
-    ``loader`` holds this rank's shard and the scores are those of all shards together."""
+    """Supernet loss (the mean cross-entropy over every labelled pixel) and mIoU on held-out
+    data (BatchNorm in eval mode). Under ``torchrun`` ``loader`` holds this rank's shard and the
+    scores are those of all shards together."""
     was_training = net.training
     net.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index)
@@ -174,8 +176,9 @@ def evaluate(
     for images, target in loader:
         images, target = images.to(device), target.to(device)
         logits = net(images)
-        total += segmentation_loss(logits, target, ignore_index).item() * len(images)
-        count += len(images)
+        loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+        total += loss.item()
+        count += int((target != ignore_index).sum())
         matrix.update(logits, target)
     net.train(was_training)
     total, count = distributed.total([total, count])

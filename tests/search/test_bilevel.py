@@ -25,3 +25,23 @@ def test_weight_step_applies_the_update_and_frees_the_weight_gradients():
     for param, old, grad in zip(net.parameters(), before, grads, strict=True):
         torch.testing.assert_close(param.detach(), old - 0.1 * grad)
         assert param.grad is None
+
+
+def test_validation_loss_is_the_mean_over_labelled_pixels_whatever_the_batch():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from autodeeplab.search.loop import evaluate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+    images, target = torch.randn(5, 3, 6, 6), torch.randint(0, 4, (5, 6, 6))
+    target[1, :5] = 255  # images with few and with many ignored pixels
+    target[3, :, :2] = 255
+    net.eval()
+    with torch.no_grad():
+        losses = F.cross_entropy(net(images), target, ignore_index=255, reduction="none")
+    expected = losses[target != 255].mean().item()
+    for batch_size in (1, 2, 5):
+        loader = DataLoader(TensorDataset(images, target), batch_size=batch_size)
+        scores = evaluate(net, loader, 4, 255, torch.device("cpu"))
+        assert abs(scores["val_loss"] - expected) < 1e-6, batch_size
