@@ -28,7 +28,7 @@ def _search_epochs(cfg: SearchConfig, run_dir) -> dict:
     """Two epochs of the loop (the second with architecture steps), then its evaluation."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu")
-    data = SearchData.prepare(cfg, run_dir, device)
+    data = SearchData.prepare(cfg, run_dir, device, *SearchData.datasets(cfg))
     net = build_supernet(num_classes=cfg.data.num_classes, **vars(cfg.space))
     opt = Optimisers.build(net, cfg)
     distributed.broadcast_module_(net)
