@@ -57,8 +57,8 @@ def to_config(cfg: DictConfig | dict, schema: type[T]) -> T:
 
 def _clear_given_mappings(node: DictConfig, values: Any) -> None:
     """Empties the mapping fields of ``node`` that ``values`` gives, so that the given mapping
-    replaces the default rather than being merged into it (``loss.terms={focal: 1}`` is the
-    focal loss alone, not cross-entropy plus focal)."""
+    replaces the default rather than being merged into it (a config whose ``loss.terms`` is
+    ``{focal: 1}`` is the focal loss alone, not cross-entropy plus focal)."""
     if not isinstance(values, dict):
         return
     for key, value in values.items():

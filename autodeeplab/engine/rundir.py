@@ -13,9 +13,6 @@ from autodeeplab.engine import distributed
 from autodeeplab.engine.checkpoint import load_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
-#: The config a stage's command line records once the run directory is checked: it marks an
-#: earlier run even where that run stopped before writing anything else.
-RUN_CONFIG = Path(".hydra") / "config.yaml"
 
 #: Settings that may change when a run is resumed (with what they hold, for a group); every
 #: other key must match the checkpoint. ``data.root``: the same data may have moved (to a
@@ -42,10 +39,13 @@ def _may_differ(key: str) -> bool:
 
 def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) -> None:
     """Refuse to start over an earlier run (nothing is overwritten) or to resume nothing.
-    ``outputs``: files besides the checkpoint that mark an earlier run."""
+    ``outputs``: files besides the checkpoint that mark an earlier run, as paths or glob
+    patterns relative to ``run_dir``. (Not ``.hydra/config.yaml``: with ``hydra.output_subdir``
+    set, Hydra writes it before a new run starts.)"""
     checkpoint = run_dir / CHECKPOINT
-    markers = (CHECKPOINT, RUN_CONFIG, *map(Path, outputs))
-    earlier = [p for p in markers if (run_dir / p).exists()]
+    earlier = [CHECKPOINT] if checkpoint.exists() else []
+    for pattern in outputs:
+        earlier += sorted(p.relative_to(run_dir) for p in run_dir.glob(pattern))
     if not resume and earlier and not checkpoint.exists():
         raise FileExistsError(
             f"{run_dir} holds an earlier run that stopped before its first checkpoint "

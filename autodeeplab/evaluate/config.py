@@ -14,9 +14,10 @@ class EvaluateConfig:
     """``conf/evaluate/evaluate.yaml``."""
 
     checkpoint: str = MISSING  # a retrain checkpoint (e.g. runs/retrain/<run>/checkpoints/best.pt)
-    # The dataset: data.name, data.root, data.num_classes, data.ignore_index, data.options, and
-    # data.val_samples (split=val only). Its training keys (data.crop_size, data.scale_min/max,
-    # data.flip, data.train_samples) are not read here: crop_size and flip below are evaluation's.
+    # The dataset: data.name, data.root, data.num_classes, data.ignore_index, data.options,
+    # data.num_workers, and data.val_samples (split=val only). Its training keys
+    # (data.crop_size, data.scale_min/max, data.flip, data.train_samples) are not read here:
+    # crop_size and flip below are evaluation's.
     data: DataConfig = field(default_factory=DataConfig)
     split: str = "val"  # train, val or test
     scales: list[float] = field(

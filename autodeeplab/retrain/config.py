@@ -42,7 +42,9 @@ class LossConfig:
     focal loss alone); ``loss.terms.dice=0.5`` adds or re-weights one, ``~loss.terms.ce``
     drops one."""
 
-    terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})  # without a group
+    # The Python API's default; on the command line the loss group gives the terms (and
+    # removing the group, ``~loss``, leaves none, which is refused).
+    terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose probability of the truth is below this
     ohem_min_kept: int = 100_000  # ... but at least this many (hardest) pixels per batch
     focal_gamma: float = 2.0

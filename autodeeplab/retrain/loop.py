@@ -126,7 +126,8 @@ def run_retrain(
         run_dir,
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
-        outputs=(str(BEST),),
+        # TensorBoard's file marks a run that stopped before its first checkpoint.
+        outputs=(str(BEST), "events.out.tfevents.*"),
         required=("config", "model", "step"),
         on_start=on_start,
     ) as state:

@@ -71,8 +71,8 @@ def reference_forward(
     beta_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``net``'s logits ``(N, K, H, W)`` computed path by path with the plain op modules, in
-    ``net``'s mode, dtype and device (in training mode it updates only the stem's and the
-    heads' running statistics, not the cells')."""
+    ``net``'s mode, dtype and device (in training mode it updates the running statistics of
+    the stem, the nodes' input projections and the heads, not those of the mixed ops)."""
     aw = net.alpha_weights() if alpha_weights is None else alpha_weights
     bw = net.beta_weights() if beta_weights is None else beta_weights
     _, stem = net.stem(x)

@@ -66,12 +66,13 @@ def test_run_directories_are_never_reused(tmp_path):
     check_run_dir(tmp_path, resume=True, outputs=("split.json",))
 
 
-def test_a_run_that_recorded_only_its_config_is_an_earlier_run(tmp_path):
-    # A command line records .hydra/config.yaml first; a crash before any other output must
-    # not let a new run take the directory over (and overwrite that record).
+def test_outputs_may_be_patterns_and_hydras_own_record_is_no_earlier_run(tmp_path):
+    # With hydra.output_subdir set, Hydra writes .hydra/config.yaml before a new run starts.
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
-    with pytest.raises(FileExistsError, match=r"before its first checkpoint \(.hydra/config"):
-        check_run_dir(tmp_path, resume=False)
+    check_run_dir(tmp_path, resume=False, outputs=("events.out.tfevents.*",))
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")
+    with pytest.raises(FileExistsError, match=r"before its first checkpoint \(events.out"):
+        check_run_dir(tmp_path, resume=False, outputs=("events.out.tfevents.*",))
     with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint cannot"):
-        check_run_dir(tmp_path, resume=True)
+        check_run_dir(tmp_path, resume=True, outputs=("events.out.tfevents.*",))

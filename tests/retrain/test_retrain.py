@@ -83,6 +83,14 @@ def test_bad_evaluate_settings_are_refused_naming_them(
         run_evaluate(cfg)
 
 
+def test_a_retrain_that_stopped_before_its_first_checkpoint_keeps_its_directory(
+    retrain_config, tmp_path
+):
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")  # its TensorBoard file
+    with pytest.raises(FileExistsError, match="stopped before its first checkpoint"):
+        run_retrain(retrain_config("experiment=smoke"), tmp_path)
+
+
 def test_loss_terms_take_any_registered_loss_from_the_command_line(retrain_config):
     cfg = retrain_config("loss.terms={ce: 1.0, dice: 0.5}")  # the README's example
     assert cfg.loss.terms == {"ce": 1.0, "dice": 0.5}
