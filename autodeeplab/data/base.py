@@ -134,7 +134,10 @@ class PairedSegmentation(Dataset):
             image = F.interpolate(
                 image[None], size=size, mode="bilinear", align_corners=False, antialias=True
             )[0]
-            mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+            # nearest-exact: each label from the source pixel nearest the output pixel's centre,
+            # which is where the bilinear image samples ("nearest" is up to 1/scale/2 off).
+            mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")
+            mask = mask[0, 0].long()
         if self.transform is not None:
             return self.transform(image, mask)
         return image, mask

@@ -84,11 +84,18 @@ class RandomScale:
 
 
 class RandomCrop:
-    """Crop (h, w) at a random position; pad bottom/right first (image 0, mask ignore)."""
+    """Crop (h, w) at a random position; pad bottom/right first (image ``fill``, one value or
+    one per channel; mask ignore)."""
 
-    def __init__(self, size: int | Sequence[int], ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        ignore_index: int = 255,
+        fill: float | Sequence[float] = 0.0,
+    ) -> None:
         self.size = _pair(size, "crop size")
         self.ignore_index = int(ignore_index)
+        self.fill = (float(fill),) if isinstance(fill, (int, float)) else tuple(map(float, fill))
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
@@ -99,7 +106,10 @@ class RandomCrop:
         pad_h, pad_w = max(0, ch - h), max(0, cw - w)
         if pad_h or pad_w:
             # Padded pixels are not real data: the mask marks them as ignored for the loss.
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            padded = image.new_empty(image.shape[0], h + pad_h, w + pad_w)
+            padded.copy_(torch.tensor(self.fill, dtype=image.dtype).view(-1, 1, 1))
+            padded[:, :h, :w] = image
+            image = padded
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
             h, w = mask.shape
         top = int(torch.randint(0, h - ch + 1, (), generator=generator))
@@ -107,7 +117,7 @@ class RandomCrop:
         return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
     def __repr__(self) -> str:
-        return f"RandomCrop({self.size}, ignore_index={self.ignore_index})"
+        return f"RandomCrop({self.size}, ignore_index={self.ignore_index}, fill={self.fill})"
 
 
 class RandomHorizontalFlip:
@@ -203,11 +213,13 @@ def search_transform(
     flip: bool = True,
     ignore_index: int = 255,
 ) -> Compose:
-    """Supernet search augmentation: random scale, random crop, flip, ImageNet normalisation."""
+    """Supernet search augmentation: random scale, random crop, flip, ImageNet normalisation.
+    A crop larger than the image pads it with the mean colour (0 once normalised, as the
+    padding of evaluation batches; TF DeepLab pads with the mean pixel too)."""
     steps: list[Transform] = []
     if tuple(scale) != (1.0, 1.0):
         steps.append(RandomScale(*scale))
-    steps.append(RandomCrop(crop_size, ignore_index=ignore_index))
+    steps.append(RandomCrop(crop_size, ignore_index=ignore_index, fill=IMAGENET_MEAN))
     if flip:
         steps.append(RandomHorizontalFlip())
     steps.append(Normalize())

@@ -89,4 +89,5 @@ def check_retrain_config(cfg: RetrainConfig) -> None:
     check.non_negative("loss.focal_gamma", loss.focal_gamma)
     check_data_ranges(check, cfg.data)
     check.positive("threads", cfg.threads, optional=True)
+    check.need(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     check.raise_any()

@@ -129,6 +129,7 @@ def check_search_config(cfg: SearchConfig) -> None:
     check.positive("search.max_steps", loop.max_steps, optional=True)
     check_data_ranges(check, cfg.data)
     check.positive("threads", cfg.threads, optional=True)
+    check.need(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     check.raise_any()
 
 

@@ -168,3 +168,19 @@ def test_unknown_option_is_refused(tmp_path):
     root = make_folder(tmp_path)
     with pytest.raises(ValueError, match="unknown option 'num_classes'"):
         build_dataset("folder", root=root, split="train", num_classes=3)
+
+
+def test_scaled_masks_take_the_label_under_each_pixels_centre(tmp_path):
+    # Class 1 from column 5 of 16; at scale 1/4 output pixel j covers source columns 4j..4j+3
+    # and samples them around 4j + 1.5: pixel 1 (columns 4-7) is mostly class 1.
+    (tmp_path / "classes.txt").write_text("dark\nbright\n")
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, 5:] = 1
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    Image.fromarray(np.repeat(labels[:, :, None] * 255, 3, 2)).save(
+        tmp_path / "images" / "train" / "a.png"
+    )
+    _palette_mask(tmp_path / "masks" / "train" / "a.png", labels)
+    image, mask = build_dataset("folder", root=tmp_path, split="train", scale=0.25)[0]
+    assert mask.shape == (4, 4) and mask[0].tolist() == [0, 1, 1, 1]
+    assert image[0, 0].tolist()[1] > 0.5  # the image agrees: pixel 1 is mostly bright

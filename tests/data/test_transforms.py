@@ -37,6 +37,19 @@ def test_crop_pads_mask_with_ignore_and_image_with_zero():
     assert out_mask.dtype == torch.int64
 
 
+def test_search_crops_pad_with_the_mean_colour_which_normalises_to_zero():
+    image, mask = _pair(10, 12)
+    filled, _ = RandomCrop(16, fill=(0.1, 0.2, 0.3))(image, mask, _gen())
+    assert torch.equal(filled[:, :10, :12], image)
+    for channel, value in enumerate((0.1, 0.2, 0.3)):
+        assert torch.all(filled[channel, 10:] == value) and torch.all(
+            filled[channel, :, 12:] == value
+        )
+    out_image, out_mask = search_transform(16, flip=False)(image, mask, _gen())
+    assert torch.allclose(out_image[:, 10:], torch.zeros(())) and torch.all(out_mask[10:] == 255)
+    assert torch.allclose(out_image[:, :, 12:], torch.zeros(()), atol=1e-6)
+
+
 def test_crop_is_a_window_of_the_input():
     image, mask = _pair(20, 30)
     out_image, out_mask = RandomCrop((8, 11))(image, mask, _gen(5))

@@ -44,6 +44,7 @@ def test_every_retrain_option_composes(retrain_config, overrides):
         (["data.scale_min=2"], r"data.scale_min, data.scale_max=\(2.0, 1.0\)"),
         (["threads=0", "train.power=-1"], "train.power=-1.0: .*; threads=0: expected"),
         (["genotype=nosuch"], "nosuch"),
+        (["seed=-1"], "seed=-1: expected an integer >= 0"),
         (["data.train_samples=0"], "data.train_samples"),
         (["+data.options.bogus=1"], "unknown option 'bogus'"),
         (["train.batch_size=64"], "fewer than train.batch_size=64"),

@@ -40,6 +40,7 @@ def _smoke(*overrides):
         (["optim.arch_betas=[0.9]"], r"optim.arch_betas=\[0.9\]: expected two numbers"),
         (["data.crop_size=0"], "data.crop_size=0"),
         (["threads=0"], "threads=0: expected a positive number or null"),
+        (["seed=-1"], "seed=-1: expected an integer >= 0"),
         (["optim.lr=0", "search.eval_batch_size=0"], "optim.lr=0.0.*; search.eval_batch_size=0"),
         (["+data.options.colour=1"], "unknown option 'colour'"),
         pytest.param(
