@@ -99,9 +99,13 @@ def plot_comparison(
         ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", zorder=5, label="differ")
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("network paths")
-    epochs = " and ".join(map(str, sorted({run_a.epoch_number(epoch), run_b.epoch_number(epoch)})))
+    epoch_a, epoch_b = run_a.epoch_number(epoch), run_b.epoch_number(epoch)
+    if epoch_a == epoch_b:
+        runs = f"{labels[0]} vs {labels[1]} after epoch {epoch_a}"
+    else:  # runs of different lengths, each at its own last (or n-th from last) epoch
+        runs = f"{labels[0]} after epoch {epoch_a} vs {labels[1]} after epoch {epoch_b}"
     fig.suptitle(
-        f"{labels[0]} vs {labels[1]} after epoch {epochs}: {len(diff.blocks)} of {a.blocks} "
-        f"blocks and {len(diff.layers)} of {a.layers} layers differ"
+        f"{runs}: {len(diff.blocks)} of {a.blocks} blocks and {len(diff.layers)} of "
+        f"{a.layers} layers differ"
     )
     return fig

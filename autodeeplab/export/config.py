@@ -30,7 +30,9 @@ class ExportConfig:
     check_size: list[int] = field(default_factory=lambda: [385, 449])
     # The check fails when max |exported - eager| > tolerance * max(1, max |eager logit|): an
     # absolute tolerance for logits within [-1, 1], relative to the largest logit above that.
-    tolerance: float = 1e-4
+    # float32 rounding alone reaches 8e-4 of the logits of the random-weight presets S and L at
+    # 513x513 (another runtime sums in another order); an export error moves them by far more.
+    tolerance: float = 2e-3
     # dynamo (torch.export based; falls back to torchscript when it fails) | torchscript
     onnx_exporter: str = "dynamo"
     opset: int = 18  # ONNX opset version (the dynamo exporter writes 18 or later)

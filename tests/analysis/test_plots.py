@@ -221,3 +221,17 @@ def test_comparison_of_two_seeds(smoke_run, smoke_run_seed1):
     assert len(red) == len(diff.blocks)
     same = plot_comparison(smoke_run, smoke_run)
     assert "0 of 3 blocks and 0 of 3 layers differ" in same.get_suptitle()
+    assert f"smoke_seed0 vs B: smoke_seed0 after epoch {smoke_run.epochs[-1]}:" in (
+        same.get_suptitle()
+    )
+    # A run cut short: each run's title epoch is its own.
+    short = dataclasses.replace(
+        smoke_run_seed1,
+        alpha=smoke_run_seed1.alpha[:-1],
+        beta=smoke_run_seed1.beta[:-1],
+        epochs=smoke_run_seed1.epochs[:-1],
+        genotypes=smoke_run_seed1.genotypes[:-1],
+    )
+    title = plot_comparison(smoke_run, short).get_suptitle()
+    last = smoke_run.epochs[-1]
+    assert f"A: smoke_seed0 after epoch {last} vs B: smoke_seed1 after epoch {last - 1}:" in title

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+import torch
 
-from autodeeplab.export import run_export
-from autodeeplab.export.run import export_dir, preset_name
+from autodeeplab.export import ExportConfig, run_export
+from autodeeplab.export.run import calibrate_batch_norm, export_dir, preset_name
 from autodeeplab.models import PRESETS
 
 
@@ -49,3 +50,20 @@ def test_preset_s_exports_with_random_weights(export_config, tmp_path):
     params = sum(p.numel() for p in PRESETS["s"](num_classes=19).parameters())
     assert report["params"] == params and abs(params - 10.15e6) < 0.01e6  # [P Table 2]
     assert report["latency"]["onnxruntime_cpu"]["median_ms"] > 0
+
+
+def test_a_preset_sees_its_input_so_parity_means_something():
+    # Random weights with the initial BatchNorm statistics hardly depend on the image (the
+    # logits are the classifier's bias); calibrated, a new image moves them far beyond the
+    # parity tolerance, so an export that ignored the image would fail.
+    torch.manual_seed(0)
+    model = PRESETS["s"](num_classes=19).eval()
+    x, y = torch.randn(1, 3, 33, 33), torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        plain = (model(x)["out"] - model(y)["out"]).abs().max().item()
+        calibrate_batch_norm(model, (33, 33))
+        assert not model.training
+        out = model(x)["out"]
+        moved = (out - model(y)["out"]).abs().max().item()
+    tolerance = ExportConfig().tolerance
+    assert plain < tolerance < 100 * tolerance * max(1.0, out.abs().max().item()) < moved
