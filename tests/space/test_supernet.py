@@ -32,6 +32,23 @@ def _grads(net, x, forward):
     return out.detach(), grads, x.grad
 
 
+def _assert_same_step(step, ref_step, out_tol, grad_tol, x_tol):
+    """``_grads`` results agree: the output, the same parameters' gradients and the input
+    gradient, each within its ``(atol, rtol)``."""
+    (out, grads, x_grad), (ref_out, ref_grads, ref_x_grad) = step, ref_step
+    torch.testing.assert_close(out, ref_out, atol=out_tol[0], rtol=out_tol[1])
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(
+            grads[name],
+            ref_grads[name],
+            atol=grad_tol[0],
+            rtol=grad_tol[1],
+            msg=lambda m, n=name: f"{n}: {m}",
+        )
+    torch.testing.assert_close(x_grad, ref_x_grad, atol=x_tol[0], rtol=x_tol[1])
+
+
 @pytest.mark.parametrize(
     "layers,levels,blocks,size,partial",
     [(3, 3, 3, 32, 1), (2, 2, 5, 17, 1), (4, 4, 2, 40, 1), (3, 3, 3, 32, 2), (2, 3, 5, 19, 4)],
@@ -45,16 +62,10 @@ def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(
         net.alpha.normal_(0, 1)
         net.beta.normal_(0, 1)
     x = torch.randn(2, 3, size, size)
-    out, grads, x_grad = _grads(net, x, net)
-    ref_out, ref_grads, ref_x_grad = _grads(net, x, lambda inp: reference_forward(net, inp))
-    assert out.shape == (2, 3, size, size)
-    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
-    assert grads.keys() == ref_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(
-            grads[name], ref_grads[name], atol=1e-5, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
-        )
-    torch.testing.assert_close(x_grad, ref_x_grad, atol=1e-6, rtol=1e-3)
+    step = _grads(net, x, net)
+    assert step[0].shape == (2, 3, size, size)
+    ref_step = _grads(net, x, lambda inp: reference_forward(net, inp))
+    _assert_same_step(step, ref_step, (1e-5, 1e-4), (1e-5, 1e-3), (1e-6, 1e-3))
 
 
 @pytest.mark.parametrize("partial", [1, 2])
@@ -71,28 +82,19 @@ def test_float64_eval_mode_equals_plain_eq6_to_rounding(partial):
             net(torch.randn(2, 3, 24, 24, dtype=torch.float64) * 3 + 1)
     net.eval()
     x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
-    out, grads, x_grad = _grads(net, x, net)
-    ref_out, ref_grads, ref_x_grad = _grads(net, x, lambda inp: reference_forward(net, inp))
-    assert out.dtype == torch.float64
-    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-10)
-    assert grads.keys() == ref_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(
-            grads[name], ref_grads[name], atol=1e-12, rtol=1e-9, msg=lambda m, n=name: f"{n}: {m}"
-        )
-    torch.testing.assert_close(x_grad, ref_x_grad, atol=1e-12, rtol=1e-9)
+    step = _grads(net, x, net)
+    assert step[0].dtype == torch.float64
+    ref_step = _grads(net, x, lambda inp: reference_forward(net, inp))
+    _assert_same_step(step, ref_step, (1e-12, 1e-10), (1e-12, 1e-9), (1e-12, 1e-9))
 
 
 def test_a_channels_last_input_gives_what_a_contiguous_one_gives():
     net = _tiny(3, 3, 3, 3)
     x = torch.randn(2, 3, 24, 24)
-    out, grads, x_grad = _grads(net, x, net)
-    x_last = x.contiguous(memory_format=torch.channels_last)
-    last_out, last_grads, last_x_grad = _grads(net, x_last, net)
-    torch.testing.assert_close(last_out, out)
-    for name in grads:
-        torch.testing.assert_close(last_grads[name], grads[name], msg=lambda m, n=name: f"{n}: {m}")
-    torch.testing.assert_close(last_x_grad, x_grad)
+    step = _grads(net, x, net)
+    last_step = _grads(net, x.contiguous(memory_format=torch.channels_last), net)
+    float32 = (1e-5, 1.3e-6)  # assert_close's defaults for float32
+    _assert_same_step(last_step, step, float32, float32, float32)
 
 
 def test_every_valid_beta_entry_is_used_exactly_once_by_the_forward_pass():
