@@ -186,3 +186,33 @@ def test_a_diverged_search_is_refused_not_decoded(value):
     unused = beta.clone()
     unused[0, 3, :] = value
     assert decode(alpha, unused) == decode(alpha, beta)
+
+
+def test_keep_takes_the_strongest_edges_of_each_block():
+    rng = np.random.default_rng(3)
+    alpha = rng.normal(size=(14, len(PRIMITIVES)))  # 4 blocks
+    weights = np.exp(alpha) / np.exp(alpha).sum(1, keepdims=True)
+    for keep in (1, 3):
+        cell = decode_cell(alpha, keep=keep)
+        for block, edges in enumerate(cell, start=1):
+            inputs = ["prev_prev", "prev", *(f"block{i}" for i in range(1, block))]
+            strength = {name: weights[edge_row(block, name), 1:].max() for name in inputs}
+            strongest = sorted(inputs, key=lambda name: -strength[name])[:keep]
+            assert [e.input for e in edges] == [name for name in inputs if name in strongest]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: decode_cell(np.zeros((5, 3))), r"alpha must have shape \(edges, 8\)"),
+        (lambda: decode_cell(np.zeros((6, 8))), "alpha has 6 rows, which is no cell's edge count"),
+        (lambda: viterbi_path(np.zeros((3, 4))), r"beta must have shape \(layers, levels, 3\)"),
+        (
+            lambda: transition_probabilities(np.zeros((3, 4, 2))),
+            r"beta must have shape \(layers, levels, 3\)",
+        ),
+    ],
+)
+def test_bad_shapes_are_refused_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -1,8 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from autodeeplab import OPS, PRIMITIVES
-from autodeeplab.ops import AtrousConv, SepConv, Stem, half_size
+from autodeeplab.ops import AtrousConv, FactorizedReduce, SepConv, Stem, half_size, resize
 
 
 def test_primitives_order_and_table():
@@ -42,6 +44,36 @@ def test_atrous_conv_is_dense_and_dilated():
     op = AtrousConv(6, 3)
     assert op.conv.groups == 1 and op.conv.dilation == (2, 2)
     assert op.conv.weight.shape == (6, 6, 3, 3)
+
+
+@pytest.mark.parametrize("size", [6, 7])
+def test_factorized_reduce_reads_even_and_odd_pixels(size):
+    # Two 1x1 stride-2 convs: one on the even pixels, one on the odd ones (shifted by one
+    # pixel, zero past the border at odd sizes), concatenated on channels.
+    op = FactorizedReduce(3, 4)
+    op.bn = nn.Identity()
+    x = torch.randn(2, 3, size, size)
+    r = F.relu(x)
+    half = (size + 1) // 2
+    even = torch.einsum("oc,nchw->nohw", op.conv_a.weight[:, :, 0, 0], r[:, :, ::2, ::2])
+    odd = torch.zeros(2, 2, half, half)
+    odd_pixels = r[:, :, 1::2, 1::2]
+    odd[:, :, : odd_pixels.shape[2], : odd_pixels.shape[3]] = torch.einsum(
+        "oc,nchw->nohw", op.conv_b.weight[:, :, 0, 0], odd_pixels
+    )
+    torch.testing.assert_close(op(x), torch.cat([even, odd], 1))
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_atrous_conv_is_rate_2_and_rate_1_after_halving_at_stride_2(kernel):
+    x = torch.randn(2, 3, 9, 9)
+    for stride, source, dilation in ((1, F.relu(x), 2), (2, resize(F.relu(x), (5, 5)), 1)):
+        op = AtrousConv(3, kernel, stride)
+        op.bn = nn.Identity()
+        expected = F.conv2d(
+            source, op.conv.weight, padding=dilation * (kernel // 2), dilation=dilation
+        )
+        torch.testing.assert_close(op(x), expected)
 
 
 def test_none_is_zero_and_pools_do_not_count_padding():

@@ -10,6 +10,8 @@ from matplotlib.image import imread
 
 from autodeeplab.analysis.__main__ import FIGURES, main
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the command line
+
 NAMES = sorted([*FIGURES, "compare"])
 
 

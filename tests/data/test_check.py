@@ -131,6 +131,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_prints_counts_and_writes_nothing(tmp_path):
     root = make_tree(tmp_path / "data")
     before = sorted(root.rglob("*"))
@@ -145,6 +146,7 @@ def test_cli_prints_counts_and_writes_nothing(tmp_path):
     assert all(not any(d.iterdir()) for d in (tmp_path / "tmp" / "autodeeplab-check").iterdir())
 
 
+@pytest.mark.slow
 def test_cli_broken_tree_exits_2_naming_the_file(tmp_path):
     root = make_tree(tmp_path / "data")
     bad = root / "masks" / "val" / "s0.png"

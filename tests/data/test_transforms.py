@@ -92,6 +92,26 @@ def test_scale_changes_size_and_keeps_labels():
     assert small_image.shape == (3, 10, 15) and small_mask.shape == (10, 15)
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.75, 1.5])
+def test_scaled_masks_take_the_label_under_each_output_pixels_centre(scale):
+    # The label of output pixel i is the source pixel under its centre, (i + 0.5) / scale,
+    # where the bilinear image samples too; plain "nearest" is up to 1/scale/2 pixels off.
+    h, w = 16, 24
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    mask = rows * w + cols  # every pixel its own label
+    image = torch.stack([rows, cols, cols]).float()
+    out_image, out_mask = RandomScale(scale, scale)(image, mask, _gen())
+    oh, ow = out_mask.shape
+    src_rows = ((torch.arange(oh) + 0.5) * h / oh).floor().long()
+    src_cols = ((torch.arange(ow) + 0.5) * w / ow).floor().long()
+    torch.testing.assert_close(out_mask, mask[src_rows][:, src_cols])
+    # Away from the borders the bilinear ramp gives the source coordinate of the centre,
+    # which lies in the labelled pixel: at most half a pixel from its index.
+    inner = (slice(1, -1), slice(1, -1))
+    assert ((out_image[0] - out_mask // w)[inner].abs() <= 0.5 + 1e-5).all()
+    assert ((out_image[1] - out_mask % w)[inner].abs() <= 0.5 + 1e-5).all()
+
+
 def test_scale_range_draws_different_sizes():
     image, mask = _pair(20, 20)
     sizes = {RandomScale(0.5, 2.0)(image, mask, _gen(s))[1].shape for s in range(10)}
@@ -132,6 +152,22 @@ def test_color_jitter_stays_in_unit_range_and_keeps_mask():
     assert out_image.min() >= 0 and out_image.max() <= 1
     assert out_mask is mask
     assert not torch.equal(out_image, image)
+
+
+def test_color_jitter_follows_brightness_contrast_and_saturation_formulas():
+    image, mask = _pair()
+    jitter = ColorJitter(0.3, 0.4, 0.5)
+    out_image, _ = jitter(image, mask, _gen(7))
+    # The factors are the generator's first three uniform draws, in that order.
+    g = _gen(7)
+    u = [float(torch.rand((), generator=g)) for _ in range(3)]
+    b, c, s = (1 - x + 2 * x * v for x, v in zip((0.3, 0.4, 0.5), u, strict=True))
+    expected = (image * b).clamp(0, 1)
+    mean = expected.mean()
+    expected = ((expected - mean) * c + mean).clamp(0, 1)
+    gray = 0.299 * expected[0] + 0.587 * expected[1] + 0.114 * expected[2]
+    expected = ((expected - gray) * s + gray).clamp(0, 1)
+    torch.testing.assert_close(out_image, expected)
 
 
 def test_search_transform_output():

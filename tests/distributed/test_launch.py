@@ -78,6 +78,7 @@ def test_added_overrides_follow_the_users_overrides(argv, expected):
     assert command == ["prog", *expected]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--help", "--cfg job", "--info"])
 @pytest.mark.parametrize("stage", ["retrain", "evaluate", "export"])
 def test_hydras_flags_work_after_overrides(tmp_path, stage, flag):

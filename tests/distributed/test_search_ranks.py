@@ -3,6 +3,7 @@ identical weights, alpha, beta and genotype."""
 
 import json
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from spawn_ranks import run_ranks
@@ -59,6 +60,7 @@ def _search_epochs(cfg: SearchConfig, run_dir) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_ranks_agree_after_weight_and_architecture_steps(tmp_path):
     cfg = _smoke()
     r0, r1 = run_ranks(_search_epochs, tmp_path / "out", cfg, tmp_path / "run")

@@ -6,6 +6,22 @@ import torch
 from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
+def test_rng_state_restores_every_generator():
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+
+    def draws():
+        return (random.random(), float(np.random.rand()), float(torch.rand(())))  # noqa: NPY002
+
+    first = draws()
+    assert draws() != first
+    set_rng_state(state)
+    assert draws() == first
+
+
 def test_round_trip_and_required_keys(tmp_path):
     state = {"step": 3, "model": {"w": torch.arange(4.0)}}
     save_checkpoint(state, tmp_path / "last.pt")

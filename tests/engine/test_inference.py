@@ -147,3 +147,44 @@ def test_errors():
         predict(_pointwise(), image, scales=(), num_classes=K)
     with pytest.raises(ValueError, match="stride_rate"):
         predict(_pointwise(), image, crop_size=2, stride_rate=0.0, num_classes=K)
+
+
+@pytest.mark.parametrize("scales, flip, crop_size", [((1.0,), False, None), ((0.5, 1.0), True, 12)])
+def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_settings(
+    scales, flip, crop_size
+):
+    from torch.utils.data import TensorDataset
+
+    from autodeeplab.engine.evaluation import evaluate_model
+    from autodeeplab.engine.metrics import ConfusionMatrix
+
+    # BatchNorm makes train and eval mode differ; the asymmetric kernel makes flips matter.
+    model = nn.Sequential(nn.Conv2d(3, 4, (1, 3), padding=(0, 1)), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    images, masks = torch.randn(3, 3, 17, 21), torch.randint(0, 4, (3, 17, 21))
+    masks[0, :3] = 255
+    expected = ConfusionMatrix(4, 255)
+    model.eval()
+    for image, mask in zip(images, masks, strict=True):
+        settings = dict(scales=scales, flip=flip, crop_size=crop_size, num_classes=4)
+        expected.update(predict(model, image[None], **settings), mask[None])
+    model.train()
+
+    scores = evaluate_model(
+        model,
+        TensorDataset(images, masks),
+        num_classes=4,
+        scales=scales,
+        flip=flip,
+        crop_size=crop_size,
+    )
+    assert model.training  # left as it was
+    assert scores == pytest.approx(expected.compute())
+    # Train-mode BatchNorm (the batch's statistics) would have scored otherwise.
+    with torch.no_grad():
+        train_mode = ConfusionMatrix(4, 255)
+        train_mode.update(model(images), masks)
+    assert train_mode.compute()["miou"] != scores["miou"]

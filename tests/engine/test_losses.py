@@ -180,3 +180,13 @@ def test_build_loss_errors(terms, options, match):
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="expected logits"):
         cross_entropy(torch.randn(1, 3, 4, 4), torch.zeros(1, 4, 5, dtype=torch.int64))
+
+
+def test_bad_loss_options_are_refused_naming_them():
+    logits, target = _batch()
+    with pytest.raises(ValueError, match="alpha has 3 entries for 4 classes"):
+        focal(logits, target, alpha=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="ohem needs 0 < thresh <= 1 and min_kept >= 0; got 1.5"):
+        ohem_cross_entropy(logits, target, thresh=1.5)
+    with pytest.raises(ValueError, match="min_kept >= 0; got 0.7, -1"):
+        ohem_cross_entropy(logits, target, min_kept=-1)

@@ -131,3 +131,24 @@ def test_merge_reset_and_mismatch():
     assert int(whole.matrix.sum()) == 0 and whole.matrix.shape == (5, 5)
     with pytest.raises(ValueError, match="num_classes=4"):
         whole.merge(ConfusionMatrix(4))
+
+
+def test_bad_updates_and_counts_are_refused_naming_them():
+    matrix = ConfusionMatrix(3)
+    target = torch.zeros(1, 4, 4, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"logits have 4 channels .* expected num_classes=3"):
+        matrix.update(torch.randn(1, 4, 4, 4), target)
+    with pytest.raises(ValueError, match="expected integer labels, got pred torch.float32"):
+        matrix.update(torch.zeros(1, 4, 4), target)
+    with pytest.raises(ValueError, match=r"counts of shape \(2, 3\); expected \(C, C\)"):
+        ConfusionMatrix.from_counts(torch.zeros(2, 3))
+
+
+def test_from_counts_scores_what_the_updates_scored():
+    pred, target = torch.randint(0, 4, (2, 6, 7)), torch.randint(0, 4, (2, 6, 7))
+    target[0, 0] = 255
+    direct = ConfusionMatrix(4)
+    direct.update(pred, target)
+    rebuilt = ConfusionMatrix.from_counts(direct.matrix.clone())
+    assert torch.equal(rebuilt.matrix, direct.matrix)
+    assert rebuilt.compute() == pytest.approx(direct.compute(), nan_ok=True)

@@ -44,9 +44,18 @@ def test_warmup_is_linear_then_poly():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"total_steps": 0}, {"total_steps": 5, "power": -1}, {"total_steps": 5, "warmup_steps": 5}],
+    "kwargs, message",
+    [
+        ({"total_steps": 0}, "total_steps=0; expected at least 1"),
+        ({"total_steps": 5, "power": -1}, "power >= 0 and min_lr >= 0; got -1"),
+        ({"total_steps": 5, "min_lr": -0.1}, "min_lr >= 0; got 0.9, -0.1"),
+        (
+            {"total_steps": 5, "warmup_steps": 5},
+            "warmup_steps=5; expected 0 <= warmup_steps < total",
+        ),
+        ({"total_steps": 5, "warmup_steps": -1}, "warmup_steps=-1"),
+    ],
 )
-def test_errors(kwargs):
-    with pytest.raises(ValueError):
+def test_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         poly_lr(_optimizer(0.1), **kwargs)

@@ -104,6 +104,7 @@ def test_an_existing_export_is_not_overwritten(exports, smoke_checkpoint, export
     assert (report.read_bytes(), report.stat().st_mtime_ns) == before
 
 
+@pytest.mark.slow
 def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
     out = tmp_path / "tight"
     result = subprocess.run(

@@ -103,6 +103,27 @@ def test_aspp_rates_follow_the_output_stride():
         aspp_rates(64)
 
 
+def test_aspp_branches_are_dilated_at_their_rates_and_pool_the_mean():
+    from torch.nn import functional as tf
+
+    from autodeeplab.models.heads import ASPP
+
+    aspp = ASPP(6, rates=(2, 3, 4), channels=5).eval()
+    convs = [branch.conv for branch in aspp.branches]
+    assert [(c.kernel_size, c.dilation, c.padding) for c in convs] == [
+        ((1, 1), (1, 1), (0, 0)),
+        *(((3, 3), (r, r), (r, r)) for r in (2, 3, 4)),
+    ]
+    # Image pooling: the 1x1 conv of the image's mean feature, broadcast over the map.
+    x = torch.randn(2, 6, 9, 11)
+    pooled = tf.relu(
+        tf.conv2d(x.mean((2, 3), keepdim=True), aspp.pool_conv.weight, aspp.pool_conv.bias)
+    )
+    features = [branch(x) for branch in aspp.branches] + [pooled.expand(-1, -1, 9, 11)]
+    with torch.no_grad():
+        torch.testing.assert_close(aspp(x), aspp.project(torch.cat(features, 1)))
+
+
 def test_model_args_rebuild_the_same_model():
     model = _model((0, 1, 1, 0), drop_path_keep_prob=0.8, decoder_channels=32).eval()
     args = json.loads(json.dumps(model.model_args))  # plain JSON values
@@ -164,6 +185,28 @@ def test_drop_path_only_in_training():
         assert not torch.allclose(dropped(x)["out"], reference)
         dropped.set_drop_path_progress(0.0)  # start of the schedule: nothing dropped
         torch.testing.assert_close(dropped(x)["out"], reference)
+
+
+def test_drop_path_zeroes_or_rescales_whole_samples():
+    drop = DropPath(keep_prob=0.5).train()
+    x = torch.rand(64, 3, 4, 5) + 0.5
+    out = drop(x)
+    kept = [bool(sample.any()) for sample in out]
+    assert 5 < sum(kept) < 59  # both outcomes occur
+    for sample, source, keep in zip(out, x, kept, strict=True):
+        torch.testing.assert_close(sample, source / 0.5 if keep else torch.zeros_like(source))
+
+
+def test_drop_path_settings_are_checked_and_progress_clipped():
+    with pytest.raises(ValueError, match=r"keep probability must be in \(0, 1\], got 0.0"):
+        DropPath(keep_prob=0.0)
+    with pytest.raises(ValueError, match=r"layer ratio must be in \[0, 1\], got 1.5"):
+        DropPath(0.5, layer_ratio=1.5)
+    drop = DropPath(0.5, layer_ratio=1.0)
+    drop.set_progress(2.0)
+    assert drop.progress == 1.0 and drop.current_keep_prob == 0.5
+    drop.set_progress(-1.0)
+    assert drop.progress == 0.0 and drop.current_keep_prob == 1.0
 
 
 def test_drop_path_schedule():

@@ -113,11 +113,33 @@ def test_a_given_mapping_replaces_the_schema_default(retrain_config):
     assert to_config(given, RetrainConfig).loss.terms == {"ce": 1.0}
 
 
+def test_the_loss_options_reach_the_loss(retrain_config):
+    from autodeeplab.engine.losses import focal, ohem_cross_entropy
+    from autodeeplab.retrain.loop import RetrainInputs
+
+    logits, target = torch.randn(2, 5, 16, 16), torch.randint(0, 5, (2, 16, 16))
+    target[0, :4] = 255
+    cases = [
+        (["loss=focal", "loss.focal_gamma=0.5"], focal(logits, target, gamma=0.5)),
+        (
+            ["loss=ohem", "loss.ohem_thresh=0.9", "loss.ohem_min_kept=10"],
+            ohem_cross_entropy(logits, target, thresh=0.9, min_kept=10),
+        ),
+    ]
+    # The options matter on these logits: the defaults give other values.
+    assert not torch.isclose(focal(logits, target), cases[0][1])
+    assert not torch.isclose(ohem_cross_entropy(logits, target, min_kept=10), cases[1][1])
+    for overrides, expected in cases:
+        inputs = RetrainInputs.load(retrain_config("experiment=smoke", *overrides))
+        torch.testing.assert_close(inputs.loss_fn(logits, target), expected)
+
+
 def test_unknown_keys_are_refused(retrain_config):
     with pytest.raises(Exception, match="lerning_rate"):
         retrain_config("+train.lerning_rate=3")
 
 
+@pytest.mark.slow
 def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_path):
     best = run_retrain(retrain_config("experiment=smoke"), tmp_path)
     for name in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl"):
@@ -138,6 +160,24 @@ def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_pa
     assert model(x)["out"].shape == (1, 5, 33, 47)
 
 
+@pytest.mark.slow
+def test_gradient_clipping_bounds_the_retrain_step(retrain_config, tmp_path):
+    # With a tiny clip norm one step hardly moves the weights, whatever the rate: two runs
+    # whose rates differ end (almost) where they started, so (almost) on each other.
+    one_step = ("experiment=smoke", "train.iterations=1", "train.val_every=1")
+    one_step += ("train.weight_decay=0",)  # the decay's step grows with the rate
+    weights = []
+    for name, lr in (("a", 0.02), ("b", 0.04), ("c", 0.04)):
+        clip = ["train.grad_clip=1e-9"] if name != "c" else []
+        run_retrain(retrain_config(*one_step, f"train.lr={lr}", *clip), tmp_path / name)
+        state = torch.load(tmp_path / name / "checkpoints/last.pt", weights_only=True)
+        weights.append(torch.cat([t.flatten() for k, t in state["model"].items() if "conv" in k]))
+    clipped_a, clipped_b, unclipped = weights
+    assert (clipped_a - clipped_b).abs().max() < 1e-7  # float32 rounding of the weights
+    assert (unclipped - clipped_b).abs().max() > 1e-4  # without the clip the rate shows
+
+
+@pytest.mark.slow
 def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_path, monkeypatch):
     # Drop Path on: its masks come from the global generator, which resume must restore.
     run_retrain(retrain_config(*DROP), tmp_path / "full")
@@ -164,6 +204,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(retrain_config, tmp_p
     assert [r["miou"] for r in full["records"]] == [r["miou"] for r in resumed["records"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed_at", ["best.pt", "last.pt"])
 def test_best_checkpoint_survives_a_crash_between_the_checkpoint_writes(
     retrain_config, tmp_path, monkeypatch, killed_at
@@ -200,6 +241,7 @@ def test_resume_with_other_settings_and_bad_genotypes_are_refused(retrain_config
         run_retrain(retrain_config("experiment=smoke", "genotype=papr"), tmp_path / "r3")
 
 
+@pytest.mark.slow
 def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path):
     run_retrain(retrain_config("experiment=smoke"), tmp_path)
     checkpoint = tmp_path / "checkpoints/best.pt"

@@ -27,6 +27,23 @@ def test_weight_step_applies_the_update_and_frees_the_weight_gradients():
         assert param.grad is None
 
 
+def test_weight_step_clips_the_gradient_norm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 1))
+    images, target = torch.randn(2, 3, 6, 6), torch.randint(0, 4, (2, 6, 6))
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = F.cross_entropy(net(images), target, ignore_index=255)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    norm = torch.cat([g.flatten() for g in grads]).norm()
+    clip = float(norm) / 4  # well below the gradient's norm
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    weight_step(net, optimizer, images, target, ignore_index=255, grad_clip=clip)
+
+    for param, old, grad in zip(net.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(param.detach(), old - 0.1 * grad * clip / norm)
+
+
 def test_validation_loss_is_the_mean_over_labelled_pixels_whatever_the_batch():
     from torch.utils.data import DataLoader, TensorDataset
 

@@ -88,6 +88,7 @@ def test_wrong_type_is_an_error_naming_the_key():
     assert "epochs" in str(err.value.__cause__ or err.value)
 
 
+@pytest.mark.slow
 def test_cli_reports_unknown_group_option_and_bad_key(tmp_path):
     base = [sys.executable, "-m", "autodeeplab.search", f"hydra.run.dir={tmp_path / 'r'}"]
     bad_group = subprocess.run(base + ["data=nope"], capture_output=True, text=True, cwd=tmp_path)

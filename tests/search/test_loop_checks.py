@@ -101,3 +101,51 @@ def test_a_diverging_search_stops_with_an_error_instead_of_a_genotype(tmp_path):
     ):
         run_search(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "genotype.json").exists()
+
+
+def test_steps_per_epoch_and_learning_rates_follow_the_config(tmp_path, monkeypatch):
+    import json
+    import math
+
+    import autodeeplab.search.loop as search_loop
+
+    calls = {"weight": 0, "arch": 0}
+
+    def counting(name, step):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return step(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(search_loop, "weight_step", counting("weight", search_loop.weight_step))
+    monkeypatch.setattr(search_loop, "arch_step", counting("arch", search_loop.arch_step))
+    cfg = _smoke("search.epochs=3", "search.max_steps=2", "optim.lr=0.05", "optim.lr_min=0.01")
+    run_search(cfg, tmp_path / "run")
+    # Split A has 8 samples, 4 batches of 2, capped at 2 per epoch; arch steps after epoch 1.
+    assert calls == {"weight": 3 * 2, "arch": 2 * 2}
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Cosine from lr towards lr_min over the epochs, stepped once per epoch.
+    expected = [0.01 + 0.04 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [r["lr"] for r in records] == pytest.approx(expected)
+
+
+def test_the_optimisers_take_every_setting():
+    from autodeeplab.search.loop import Optimisers
+    from autodeeplab.space.supernet import build_supernet
+
+    cfg = _smoke(
+        "optim.lr=0.05",
+        "optim.momentum=0.8",
+        "optim.weight_decay=1e-3",
+        "optim.arch_lr=0.002",
+        "optim.arch_betas=[0.5,0.99]",
+        "optim.arch_weight_decay=2e-3",
+    )
+    net = build_supernet(num_classes=5, layers=2, filter_multiplier=4, blocks=2, levels=2)
+    opt = Optimisers.build(net, cfg)
+    (weights,), (arch,) = opt.weights.param_groups, opt.arch.param_groups
+    assert (weights["lr"], weights["momentum"], weights["weight_decay"]) == (0.05, 0.8, 1e-3)
+    assert (arch["lr"], arch["betas"], arch["weight_decay"]) == (0.002, (0.5, 0.99), 2e-3)
+    assert {id(p) for p in weights["params"]} == {id(p) for p in net.weight_parameters()}
+    assert {id(p) for p in arch["params"]} == {id(p) for p in net.arch_parameters()}

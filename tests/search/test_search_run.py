@@ -73,7 +73,8 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert history["epoch"].tolist() == [1, 2, 3]
     assert tuple(history["op_names"]) == PRIMITIVES
     assert list(history["edge_names"]) == cell_edges(3)
-    # Architecture steps start after epoch 1: alpha is constant before, moves after.
+    # Architecture steps start after epoch 1: alpha moves in epochs 2 and 3.
+    assert not np.allclose(history["alpha"][0], history["alpha"][1])
     assert not np.allclose(history["alpha"][1], history["alpha"][2])
 
     records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]

@@ -76,3 +76,13 @@ def test_normalised_beta_is_a_transition_probability():
     # boundary levels have exactly two directions
     assert mask[5, 0].tolist() == [False, True, True]
     assert mask[5, 3].tolist() == [True, True, False]
+
+
+def test_bad_lattices_and_nodes_are_refused_naming_them():
+    with pytest.raises(ValueError, match="layers must be >= 1, got 0"):
+        Lattice(0, 4)
+    with pytest.raises(ValueError, match="levels must be >= 1, got 0"):
+        Lattice(3, 0)
+    for node in ((0, 0), (2, 3), (13, 0)):
+        with pytest.raises(ValueError, match=rf"node \({node[0]}, {node[1]}\) is not a cell node"):
+            Lattice().incoming(*node)

@@ -157,6 +157,8 @@ def test_paper_space_shapes():
     assert alpha.shape == (20, 8) and beta.shape == (12, 4, 3)
     assert len(net.nodes) == 45
     assert [h.dilation for h in net.heads] == [24, 12, 6, 3]
+    convs = [h.atrous[0] for h in net.heads]
+    assert [(c.dilation, c.padding) for c in convs] == [((d, d), (d, d)) for d in (24, 12, 6, 3)]
     # prev_prev edges are absent where H(l-2, s) does not exist
     absent = [(n.layer, n.level) for n in net.nodes if n.prev_prev is None]
     assert absent == [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3)]
