@@ -213,6 +213,9 @@ def test_bf16_autocast_keeps_arch_parameters_and_logits_float32():
         # lost gradient scores near 0.
         cosine = F.cosine_similarity(grad.flatten(), grads[name].flatten(), dim=0)
         assert cosine > (0.7 if name == "alpha" else 0.9), (name, cosine)
+        # The cosine does not see the scale: a wrongly scaled gradient must fail here.
+        ratio = grad.norm() / grads[name].norm()
+        assert 0.5 < ratio < 2, (name, ratio)
 
 
 def test_arch_gradients_with_frozen_weights_equal_the_full_backward():
