@@ -15,7 +15,7 @@ from autodeeplab.analysis.plots import (
     plot_entropy,
     plot_genotype_changes,
 )
-from autodeeplab.analysis.run import SearchRun, load_run, smoke_search
+from autodeeplab.analysis.run import SearchRun, load_run, run_dir_from_env, smoke_search
 from autodeeplab.analysis.stats import (
     GenotypeDiff,
     alpha_entropy,
@@ -57,6 +57,7 @@ __all__ = [
     "plot_entropy",
     "plot_genotype_changes",
     "plot_lattice",
+    "run_dir_from_env",
     "smoke_search",
     "stabilisation_epoch",
 ]

@@ -199,6 +199,21 @@ def _resolved(node: DictConfig | ListConfig) -> dict[str, Any] | list[Any]:
     return out if isinstance(node, DictConfig) else list(out.values())
 
 
+def run_dir_from_env(name: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The run directory named by the environment variable ``name`` (``None`` where it is unset
+    or empty). A relative path is taken from the directory the user started Jupyter in (the
+    shell's ``PWD``), not from the kernel's working directory, which Jupyter sets to the
+    notebook's folder; without ``PWD``, from the working directory."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(environ.get("PWD") or os.getcwd()) / path
+    return path
+
+
 def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Path:
     """Run ``python -m autodeeplab.search experiment=smoke`` (a few seconds) into ``run_dir``
     (default: a new temporary directory) and return the run directory."""

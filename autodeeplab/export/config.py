@@ -21,7 +21,8 @@ class ExportConfig:
     num_classes: int = 19  # classes of a preset's head (a checkpoint keeps its own)
     seed: int = 0  # seeds a preset's random weights and the parity-check inputs
     # Output folder; None: <run dir>/export/<format>/ for a checkpoint (the run dir is the folder
-    # above checkpoints/), exports/<preset>/<format>/ under the current directory for a preset.
+    # above checkpoints/), exports/auto_deeplab_<s|m|l>/<format>/ under the current directory
+    # for a preset.
     out: str | None = None
     overwrite: bool = False  # replace an existing export in the output folder
     export_size: list[int] = field(default_factory=lambda: [513, 513])  # (H, W) traced at
@@ -43,3 +44,6 @@ class ExportConfig:
     quantize: bool = False  # also write an int8 model (ONNX, checkpoints only) and compare
     calibration_samples: int = 8  # training images that calibrate the int8 activation ranges
     quant_val_samples: int = 8  # validation images for the mIoU before and after quantization
+    # Where the checkpoint's dataset lies now, when it has moved since the retrain (None: the
+    # data.root stored in the checkpoint); quantize=true reads its images from there.
+    data_root: str | None = None

@@ -3,14 +3,19 @@ the eager model, time it and write ``export.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from autodeeplab.data import dataset_from_config
 from autodeeplab.data.config import DataConfig
 from autodeeplab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from autodeeplab.engine.checkpoint import load_checkpoint
@@ -52,7 +57,8 @@ def preset_name(checkpoint: str) -> str | None:
 
 def export_dir(cfg: ExportConfig) -> Path:
     """``cfg.out``, else ``<run dir>/export/<format>/`` for a checkpoint (the run dir is the
-    folder above ``checkpoints/``) or ``exports/<preset>/<format>/`` for a preset."""
+    folder above ``checkpoints/``) or ``exports/auto_deeplab_<s|m|l>/<format>/`` for a preset
+    (its canonical name, :func:`preset_name`)."""
     if cfg.out is not None:
         return Path(cfg.out)
     preset = preset_name(cfg.checkpoint)
@@ -104,15 +110,29 @@ def _check_options(cfg: ExportConfig) -> None:
 
 
 def _claim(folder: Path, overwrite: bool) -> None:
-    """Refuse a folder holding an earlier export, or (``overwrite``) clear its files."""
+    """Refuse a folder holding an earlier export (unless ``overwrite``) or a path that is no
+    folder. An earlier export stays as it is until the new one is complete (:func:`_publish`)."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"out={folder} is a file; expected a folder for the export")
     existing = [folder / name for name in ARTIFACTS if (folder / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"{folder} already holds an export ({existing[0].name}); pass overwrite=true or "
             "out=<another folder>"
         )
-    for path in existing:
-        path.unlink()
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    """Move the export built in ``staging`` into ``folder``, replacing an earlier export's
+    files; files of an earlier export that this one does not write are removed, so the folder
+    holds one consistent export."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ARTIFACTS:
+        staged, target = staging / name, folder / name
+        if staged.exists():
+            os.replace(staged, target)
+        elif target.exists():
+            target.unlink()
 
 
 def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | None]:
@@ -133,6 +153,18 @@ def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | 
                 f"checkpoint {cfg.checkpoint} stores no data config; quantize=true needs it"
             )
         data = DataConfig(**config["data"])
+        if cfg.data_root is not None:
+            data = dataclasses.replace(data, root=cfg.data_root)
+        # Read the calibration and validation data now rather than after the export.
+        for split in ("train", "val"):
+            try:
+                dataset_from_config(data, split, 1)
+            except (OSError, ValueError) as err:
+                raise type(err)(
+                    f"{err} (quantize=true reads the {split} images of checkpoint "
+                    f"{cfg.checkpoint}'s dataset, data.root={data.root}; if it has moved, "
+                    "pass data_root=<its folder now>)"
+                ) from None
     return model, {"checkpoint": str(cfg.checkpoint)}, data
 
 
@@ -170,15 +202,38 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
             "another size (odd, e.g. [57, 73]) to show a size baked into the graph"
         )
     latency_size = _size(cfg.latency_size, "latency_size")
+    sizes = (export_size, check_size, latency_size)
     folder = export_dir(cfg)
     _claim(folder, cfg.overwrite)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     threads = torch.get_num_threads()
     model, source, data = _load(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAMES[cfg.format]
-    log.info("exporting to %s", path)
+    # Built beside the folder and moved in once complete: a failure leaves an earlier export
+    # (overwrite=true) as it was.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        return _export(cfg, model, source, data, staging, folder, threads, sizes)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export(
+    cfg: ExportConfig,
+    model: AutoDeepLab,
+    source: dict[str, Any],
+    data: DataConfig | None,
+    staging: Path,
+    folder: Path,
+    threads: int,
+    sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]],
+) -> dict[str, Any]:
+    """:func:`run_export` once the options, the folder and the model are checked: builds the
+    export in ``staging`` and publishes it to ``folder``."""
+    export_size, check_size, latency_size = sizes
+    path = staging / FILE_NAMES[cfg.format]
+    log.info("exporting to %s", folder / path.name)
     if cfg.format == "onnx":
         method = export_onnx(
             model, path, size=export_size, opset=cfg.opset, exporter=cfg.onnx_exporter
@@ -225,7 +280,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
             log.info("quantizing to int8")
             report["quantization"] = quantization_report(
                 path,
-                folder / INT8_NAME,
+                staging / INT8_NAME,
                 data,
                 size=export_size,
                 calibration_samples=cfg.calibration_samples,
@@ -234,10 +289,11 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
                 latency=report["latency"],
             )
     report["passed"] = parity["passed"]
-    atomic_write_text(folder / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(staging / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    _publish(staging, folder)
     if not parity["passed"]:
         raise ParityError(
-            f"parity check failed for {path} (tolerance {cfg.tolerance}): "
+            f"parity check failed for {folder / path.name} (tolerance {cfg.tolerance}): "
             f"{describe_failures(parity)}; report in {folder / REPORT_NAME}"
         )
     log.info("export written to %s", folder)

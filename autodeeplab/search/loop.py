@@ -409,8 +409,9 @@ def _search(
                 if epoch > 1
                 else "no checkpoint was written"
             )
+            arch = f"architecture loss {arch_loss}" if arch_losses else "no architecture steps"
             raise ValueError(
-                f"epoch {epoch}: mean weight loss {train_loss}, architecture loss {arch_loss}: "
+                f"epoch {epoch}: mean weight loss {train_loss}, {arch}: "
                 "the search diverged (lower optim.lr or optim.arch_lr, or set optim.grad_clip); "
                 + kept
             )

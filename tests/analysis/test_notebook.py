@@ -54,7 +54,10 @@ def test_notebook_runs_on_a_smoke_run(smoke_dir, smoke_dir_seed1, tmp_path, monk
 
 
 def test_notebook_skips_the_comparison_for_a_users_run_alone(smoke_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RUN_DIR", str(smoke_dir))  # as if the user's own run: no smoke fallback
+    # As if the user's own run (no smoke fallback), given relative to the directory Jupyter
+    # was started in, while the kernel runs elsewhere (in the notebook's folder).
+    monkeypatch.setenv("PWD", str(smoke_dir.parent))
+    monkeypatch.setenv("RUN_DIR", smoke_dir.name)
     monkeypatch.setenv("COMPARE_DIR", "")  # empty counts as unset
     notebook = _execute(tmp_path)
     assert len(_outputs(notebook, "image/png")) == FIGURES - 1

@@ -218,3 +218,15 @@ def test_load_run_names_a_damaged_file(smoke_dir, tmp_path, name, content, messa
 def test_load_run_of_a_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "nowhere")
+
+
+def test_run_dir_from_env_reads_relative_paths_from_where_jupyter_started(tmp_path):
+    from autodeeplab.analysis import run_dir_from_env
+
+    started = str(tmp_path / "project")
+    assert run_dir_from_env("RUN_DIR", {"PWD": started}) is None
+    assert run_dir_from_env("RUN_DIR", {"RUN_DIR": "", "PWD": started}) is None
+    relative = {"RUN_DIR": "runs/search/a", "PWD": started}
+    assert run_dir_from_env("RUN_DIR", relative) == tmp_path / "project/runs/search/a"
+    absolute = {"RUN_DIR": str(tmp_path / "b"), "PWD": started}
+    assert run_dir_from_env("RUN_DIR", absolute) == tmp_path / "b"

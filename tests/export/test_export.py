@@ -104,6 +104,29 @@ def test_an_existing_export_is_not_overwritten(exports, smoke_checkpoint, export
     assert (report.read_bytes(), report.stat().st_mtime_ns) == before
 
 
+def test_a_failed_overwrite_keeps_the_earlier_export(smoke_checkpoint, export_config, tmp_path):
+    out = tmp_path / "export"
+    settings = (f"out={out}", "format=torchscript", "latency_runs=1", "latency_warmup=0")
+    run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"model.pt", "export.json"}
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(smoke_checkpoint.read_bytes()[:300])
+    with pytest.raises(ValueError, match="broken.pt"):
+        run_export(export_config(f"checkpoint={broken}", *settings, "overwrite=true"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left either
+    # A complete export does replace it, and leaves only its own files.
+    run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings, "overwrite=true"))
+    assert {p.name for p in out.iterdir()} == set(before)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_output_path_that_is_a_file_is_refused(smoke_checkpoint, export_config, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(NotADirectoryError, match="taken is a file; expected a folder"):
+        run_export(export_config(f"checkpoint={smoke_checkpoint}", f"out={tmp_path / 'taken'}"))
+
+
 @pytest.mark.slow
 def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
     out = tmp_path / "tight"

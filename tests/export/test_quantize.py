@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from autodeeplab.data.base import DatasetError
 from autodeeplab.export import run_export
 from autodeeplab.export.quantize import fit_to_size
 
@@ -29,3 +30,35 @@ def test_quantize_records_miou_before_and_after(smoke_checkpoint, export_config,
     for key in ("miou_float32", "miou_int8"):
         assert 0.0 <= report[key] <= 1.0
     assert report["onnxruntime_cpu_int8"]["median_ms"] > 0 and report["speedup_median"] > 0
+
+
+def test_quantize_checks_its_data_before_exporting_and_follows_moved_data(
+    smoke_checkpoint, export_config, tmp_path, monkeypatch
+):
+    import autodeeplab.export.run as export_run
+
+    exported = []
+    monkeypatch.setattr(export_run, "_export", lambda *args: exported.append(args) or {})
+    missing = tmp_path / "moved"
+    # The smoke checkpoint's data (textures) is generated, so give it a folder dataset's root
+    # that does not exist, as a moved dataset would.
+    from autodeeplab.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(smoke_checkpoint)
+    options = state["config"]["data"]["options"]
+    state["config"]["data"].update(name="folder", root=str(missing), num_classes=5, options={})
+    moved = tmp_path / "moved_data.pt"
+    save_checkpoint(state, moved)
+    cfg = export_config(f"checkpoint={moved}", f"out={tmp_path / 'a'}", "quantize=true")
+    with pytest.raises(DatasetError, match=r"moved: missing directory .* pass data_root="):
+        run_export(cfg)
+    assert exported == [] and not (tmp_path / "a").exists()
+    # data_root points it at the data's new place (here: back at the embedded textures).
+    state["config"]["data"].update(name="textures", root=None, options=options)
+    save_checkpoint(state, moved)
+    run_export(
+        export_config(
+            f"checkpoint={moved}", f"out={tmp_path / 'b'}", "quantize=true", f"data_root={tmp_path}"
+        )
+    )
+    assert len(exported) == 1

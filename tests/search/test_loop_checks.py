@@ -92,6 +92,12 @@ def test_smoke_search_runs_on_a_users_folder_with_images_of_different_sizes(tmp_
     assert (tmp_path / "run" / "genotypes" / "epoch_002.json").is_file()
 
 
+def test_a_search_diverging_before_its_architecture_steps_names_no_architecture_loss(tmp_path):
+    cfg = _smoke("optim.lr=1e12", "optim.grad_clip=null")  # arch steps from epoch 2
+    with pytest.raises(ValueError, match="epoch 1: mean weight loss (nan|inf), no architecture"):
+        run_search(cfg, tmp_path / "run")
+
+
 def test_a_diverging_search_stops_with_an_error_instead_of_a_genotype(tmp_path):
     cfg = _smoke(
         "optim.lr=1e12", "optim.grad_clip=null", "optim.arch_lr=1e12", "search.arch_start_epoch=0"
