@@ -25,8 +25,8 @@ class EvaluateConfig:
     )  # e.g. [0.5, 0.75, 1, 1.25, 1.5, 1.75]
     flip: bool = False  # also average the logits of the mirrored image
     crop_size: int | None = None  # sliding-window inference with this window (None: whole image)
-    # Results JSON (None: eval_<checkpoint>_<split>[_ms<scales>][_flip][_crop<size>].json beside
-    # the run: see autodeeplab.evaluate.run.results_path)
+    # Results JSON (None: eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_crop<size>]
+    # .json beside the run: see autodeeplab.evaluate.run.results_path)
     out: str | None = None
     overwrite: bool = False  # replace an existing results file
     device: str = "auto"

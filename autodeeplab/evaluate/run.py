@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from autodeeplab.data import SeededSubset, dataset_from_config, eval_transform
 from autodeeplab.data.config import check_data_ranges
 from autodeeplab.engine import distributed
+from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.engine.config import RangeCheck
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.report import format_table, scores_to_json
@@ -25,16 +27,18 @@ log = logging.getLogger(__name__)
 
 def results_path(cfg: EvaluateConfig) -> Path:
     """Where the results go: ``cfg.out``, else
-    ``eval_<checkpoint>_<split>[_ms<scales>][_flip][_crop<size>].json`` in the run directory of
-    the checkpoint (the folder above ``checkpoints/``), e.g. ``eval_best_val_ms0.5-1-2_flip.json``:
-    evaluations with other inference settings get other files."""
+    ``eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_crop<size>].json`` in the run
+    directory of the checkpoint (the folder above ``checkpoints/``), e.g.
+    ``eval_best_val_ms0.5-1-2_flip.json``: evaluations with other inference settings, or of only
+    the first ``data.val_samples`` validation images, get other files."""
     if cfg.out is not None:
         return Path(cfg.out)
     checkpoint = Path(cfg.checkpoint)
     folder = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    tag = "_ms" + "-".join(f"{s:g}" for s in cfg.scales) if list(cfg.scales) != [1.0] else ""
+    tag = f"_first{cfg.data.val_samples}" if cfg.split == "val" and cfg.data.val_samples else ""
+    tag += "_ms" + "-".join(f"{s:g}" for s in cfg.scales) if list(cfg.scales) != [1.0] else ""
     tag += "_flip" if cfg.flip else ""
     tag += f"_crop{cfg.crop_size}" if cfg.crop_size is not None else ""
     return folder / f"eval_{checkpoint.stem}_{cfg.split}{tag}.json"
@@ -53,19 +57,35 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check.raise_any()
     out = results_path(cfg)
 
-    def check_out() -> None:
+    def check_out() -> None:  # before the work, which a failed write would throw away
+        if out.is_dir():
+            raise IsADirectoryError(f"out={out} is a folder; expected the path of a JSON file")
         if out.exists() and not cfg.overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=true or out=<another file>")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"cannot make the folder of {out}: {err.strerror}") from None
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError(f"cannot write {out}: its folder is not writable")
 
     distributed.run_on_main(check_out)  # the file is rank 0's to write
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = distributed.local_device(resolve_device(cfg.device))
     model = load_model(cfg.checkpoint).to(device)
+    trained_on = _trained_on(cfg)
     if model.num_classes != cfg.data.num_classes:
         raise ValueError(
             f"the checkpoint predicts {model.num_classes} classes but data.num_classes="
             f"{cfg.data.num_classes}"
+            + (f" (it was trained on {trained_on}: pass those)" if trained_on else "")
+        )
+    if trained_on and trained_on != _data_settings(cfg.data.name, cfg.data.root):
+        log.warning(
+            "evaluating on %s; the checkpoint was trained on %s",
+            _data_settings(cfg.data.name, cfg.data.root),
+            trained_on,
         )
     data = cfg.data
     dataset = dataset_from_config(data, cfg.split, data.val_samples if cfg.split == "val" else None)
@@ -95,7 +115,21 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         **scores_to_json(scores, classes),
     }
     if distributed.is_main():
-        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         print(format_table(scores, classes))
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         log.info("results written to %s", out)
     return result
+
+
+def _data_settings(name: str, root: str | None) -> str:
+    return f"data={name}" + (f" data.root={root}" if root is not None else "")
+
+
+def _trained_on(cfg: EvaluateConfig) -> str | None:
+    """The dataset the checkpoint's retrain read (``data=<name> data.root=<root>``), where its
+    stored config says."""
+    config = load_checkpoint(cfg.checkpoint).get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or "name" not in data:
+        return None
+    return _data_settings(data["name"], data.get("root"))

@@ -198,6 +198,20 @@ def _retrain(
         **dataclasses.asdict(cfg.model),
     }
     model_args["stem_channels"] = list(model_args["stem_channels"])
+    if state is not None:
+        # The config holds the genotype's file name only; the file itself may have changed.
+        trained = Genotype.from_dict(state["model_args"]["genotype"])
+        if trained != genotype:
+            changed = [
+                f"block{b}"
+                for b in range(1, max(len(trained.cell), len(genotype.cell)) + 1)
+                if trained.cell[b - 1 : b] != genotype.cell[b - 1 : b]
+            ] + (["path"] if trained.path != genotype.path else [])
+            raise ValueError(
+                f"genotype={cfg.genotype} now describes another architecture than the one "
+                f"{run_dir} trained ({', '.join(changed)} changed); restore the file to resume, "
+                "or start a new run"
+            )
     model = build_model(**model_args).to(device)
     if world > 1 and device.type == "cuda":
         # BatchNorm statistics over the global batch. SyncBatchNorm is CUDA only: on the CPU

@@ -46,7 +46,9 @@ def test_search_then_retrain_then_evaluate(tmp_path):
         "autodeeplab.evaluate", "experiment=smoke", f"checkpoint={checkpoint}", cwd=tmp_path
     )
     assert "miou" in result.stdout and "brick" in result.stdout  # the per-class table
-    saved = json.loads((tmp_path / "retrain" / "eval_best_val_ms0.75-1-1.25_flip.json").read_text())
+    saved = json.loads(
+        (tmp_path / "retrain" / "eval_best_val_first4_ms0.75-1-1.25_flip.json").read_text()
+    )
     assert 0.0 <= saved["miou"] <= 1.0
 
 

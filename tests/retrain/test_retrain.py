@@ -241,6 +241,20 @@ def test_resume_with_other_settings_and_bad_genotypes_are_refused(retrain_config
         run_retrain(retrain_config("experiment=smoke", "genotype=papr"), tmp_path / "r3")
 
 
+def test_resume_refuses_a_genotype_file_that_changed(retrain_config, tmp_path):
+    genotype_file = tmp_path / "g.json"
+    Genotype.named("paper").to_json(genotype_file)
+    one_step = ("experiment=smoke", f"genotype={genotype_file}", "train.iterations=1")
+    run_retrain(retrain_config(*one_step, "train.val_every=1"), tmp_path / "run")
+    text = genotype_file.read_text()
+    assert "max_pool_3x3" not in text
+    genotype_file.write_text(text.replace("sep_conv_3x3", "max_pool_3x3", 1))
+    before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"g.json now describes another architecture .*block\d+ "):
+        run_retrain(retrain_config(*one_step, "train.val_every=1", "resume=true"), tmp_path / "run")
+    assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
+
+
 @pytest.mark.slow
 def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path):
     run_retrain(retrain_config("experiment=smoke"), tmp_path)
@@ -248,7 +262,7 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
     cfg = evaluate_config("experiment=smoke", f"checkpoint={checkpoint}")
     result = run_evaluate(cfg)
     out = results_path(cfg)
-    assert out == tmp_path / "eval_best_val_ms0.75-1-1.25_flip.json"
+    assert out == tmp_path / "eval_best_val_first4_ms0.75-1-1.25_flip.json"  # smoke: 4 images
     saved = json.loads(out.read_text())
     assert saved["miou"] == result["miou"] and set(saved["per_class"]) == {
         "brick",
@@ -266,7 +280,7 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
         )
     )
     assert 0.0 <= single["miou"] <= 1.0
-    with pytest.raises(ValueError, match="predicts 5 classes"):
+    with pytest.raises(ValueError, match="predicts 5 classes.*trained on data=textures: pass"):
         run_evaluate(
             evaluate_config(
                 f"checkpoint={checkpoint}",
@@ -275,6 +289,12 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
                 "out=" + str(tmp_path / "x.json"),
             )
         )
+    # Where the result cannot go is found before the evaluation, not after it.
+    with pytest.raises(IsADirectoryError, match="is a folder; expected the path of a JSON file"):
+        run_evaluate(evaluate_config(f"checkpoint={checkpoint}", f"out={tmp_path}"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match="cannot make the folder of .*file/x.json"):
+        run_evaluate(evaluate_config(f"checkpoint={checkpoint}", f"out={tmp_path}/file/x.json"))
 
 
 def test_evaluations_with_other_inference_settings_get_other_files(evaluate_config, tmp_path):
@@ -296,6 +316,8 @@ def test_evaluations_with_other_inference_settings_get_other_files(evaluate_conf
         "eval_best_val_ms0.75-1-1.25_flip.json",
         "eval_best_test.json",
     }
+    limited = evaluate_config(checkpoint, "data.val_samples=10", "scales=[1.0]", "flip=false")
+    assert results_path(limited).name == "eval_best_val_first10.json"
 
 
 def test_colour_jitter_is_applied_before_normalisation():
