@@ -157,7 +157,14 @@ def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
 
 #: Errors that mean the user asked for something wrong (a bad key, file or value): reported as
 #: one log line and exit status 2, never as a traceback.
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError)
+USER_ERRORS = (
+    ValueError,
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 @contextmanager
@@ -172,8 +179,22 @@ def user_errors(log: logging.Logger) -> Iterator[None]:
             # The run directory (or file) belongs to an earlier or running job: its log file,
             # which Hydra opened for this one, gets nothing of this refusal.
             _close_log_files()
-        log.error("%s", err)
+        log.error("%s", user_message(err))
         sys.exit(2)
+
+
+def user_message(err: BaseException) -> str:
+    """``err``'s message; for an error raised in a DataLoader worker process, which PyTorch
+    re-raises wrapped in the worker's traceback, the original message alone."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name = type(err).__name__
+        # The traceback's last line: "<module>.<ErrorName>: <message>".
+        head, sep, message = last.partition(": ")
+        if sep and head.split(".")[-1] == name:
+            return message
+    return text
 
 
 def _close_log_files() -> None:

@@ -7,7 +7,12 @@ A builder has the signature ``builder(root, split, transform, **options)`` and r
 from __future__ import annotations
 
 import inspect
+import os
+import types
+import typing
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
@@ -71,7 +76,47 @@ def build_dataset(
                 raise ValueError(
                     f"unknown option {key!r} for dataset {name!r}; accepted options: {accepted}"
                 )
+    _check_option_types(name, builder, options)
     return builder(root, split, transform, **options)
+
+
+def _check_option_types(name: str, builder: Callable[..., Dataset], options: dict) -> None:
+    """Refuse an option whose value does not have its builder parameter's type (``bool``,
+    ``int``, ``float``, ``str``, paths, ``None`` and unions of them; others are not checked):
+    on the command line ``data.options.coarse=no`` is the string ``'no'``, which a builder
+    would take as true, and ``data.options.image_size=abc`` would fail deep inside it."""
+    try:
+        hints = typing.get_type_hints(builder)
+    except (NameError, TypeError):  # annotations this check cannot resolve: leave them be
+        return
+    for key, value in options.items():
+        expected = hints.get(key)
+        if expected is not None and _matches(value, expected) is False:
+            shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+            raise ValueError(
+                f"data.options.{key}={value!r}: dataset {name!r} expects {shown} "
+                f"(got {type(value).__name__})"
+            )
+
+
+def _matches(value: Any, expected: Any) -> bool | None:
+    """Whether ``value`` has the type ``expected``; ``None`` where the type is not checked."""
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        verdicts = [_matches(value, arg) for arg in typing.get_args(expected)]
+        if True in verdicts:
+            return True
+        return None if None in verdicts else False
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected in (str, Path, os.PathLike):
+        return isinstance(value, (str, os.PathLike))
+    return None
 
 
 def dataset_from_config(cfg: DataConfig, split: str, limit: int | None = None) -> Dataset:

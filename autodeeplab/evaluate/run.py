@@ -65,7 +65,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise OSError(f"cannot make the folder of {out}: {err.strerror}") from None
+            raise type(err)(f"cannot make the folder of {out}: {err.strerror}") from None
         if not os.access(out.parent, os.W_OK):
             raise PermissionError(f"cannot write {out}: its folder is not writable")
 

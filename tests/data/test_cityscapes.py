@@ -232,3 +232,10 @@ def test_config_file_matches_dataset():
     assert cfg.name == "cityscapes"
     assert cfg.num_classes == len(CLASSES)
     assert dict(cfg.options) == {"half_resolution": False, "coarse": False}
+
+
+@pytest.mark.parametrize("option", ["coarse", "half_resolution"])
+def test_a_string_for_a_switch_is_refused_not_taken_as_true(option):
+    # On the command line data.options.coarse=no arrives as the string 'no'.
+    with pytest.raises(ValueError, match=rf"data.options.{option}='no': .* expects bool"):
+        build_dataset("cityscapes", root="unused", split="train", **{option: "no"})

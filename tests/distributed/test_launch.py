@@ -1,15 +1,25 @@
 """The command-line overrides that make every rank use rank 0's run directory."""
 
 import datetime
+import logging
 import subprocess
 import sys
 
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from autodeeplab.conf_path import CONF_DIR
+from autodeeplab.data.base import DatasetError
 from autodeeplab.engine.config import store_schema
-from autodeeplab.launch import _hydra_value, add_overrides, rank_overrides, split_command_line
+from autodeeplab.launch import (
+    _hydra_value,
+    add_overrides,
+    rank_overrides,
+    split_command_line,
+    user_errors,
+    user_message,
+)
 from autodeeplab.search.config import SearchConfig
 
 store_schema("search_schema", SearchConfig)
@@ -114,3 +124,28 @@ def test_a_users_own_job_logging_is_left_alone_on_other_ranks(monkeypatch):
     assert "hydra/job_logging=stdout" in plain
     own = rank_overrides(CONF_DIR, "search", ["hydra/job_logging=disabled"])
     assert not any(o.startswith("hydra/job_logging") or "job_logging." in o for o in own)
+
+
+class _BrokenItem(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise DatasetError(f"masks/{index}.png: label values [7] are not classes")
+
+
+def test_a_data_error_in_a_loader_worker_is_reported_as_its_own_message(caplog):
+    loader = torch.utils.data.DataLoader(_BrokenItem(), num_workers=1)
+    with pytest.raises(DatasetError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)  # as PyTorch re-raises it
+    assert user_message(caught.value) == "masks/0.png: label values [7] are not classes"
+    plain = DatasetError("a: b")
+    assert user_message(plain) == "a: b"
+
+    log = logging.getLogger("test_launch")
+    with pytest.raises(SystemExit) as exited, caplog.at_level(logging.ERROR):
+        with user_errors(log):
+            next(iter(loader))
+    assert exited.value.code == 2
+    assert caplog.messages == ["masks/0.png: label values [7] are not classes"]

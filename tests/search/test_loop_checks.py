@@ -43,6 +43,8 @@ def _smoke(*overrides):
         (["seed=-1"], "seed=-1: expected an integer >= 0"),
         (["optim.lr=0", "search.eval_batch_size=0"], "optim.lr=0.0.*; search.eval_batch_size=0"),
         (["+data.options.colour=1"], "unknown option 'colour'"),
+        (["data.options.image_size=abc"], "data.options.image_size='abc': .* expects int"),
+        (["data.options.image_size=64.5"], "data.options.image_size=64.5: .* expects int"),
         pytest.param(
             ["device=cuda:7"],
             "CUDA is not available",
