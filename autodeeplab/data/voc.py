@@ -211,6 +211,12 @@ def build_voc(
     if split not in SPLITS:
         raise DatasetError(f"voc: unknown split {split!r}; expected one of {SPLITS}")
     root = require_dir(Path(root), "VOC 2012 root")
+    nested = root / "VOCdevkit" / "VOC2012"
+    if not (root / "JPEGImages").is_dir() and (nested / "JPEGImages").is_dir():
+        raise DatasetError(
+            f"{root / 'JPEGImages'}: missing directory (VOC images); data.root is the VOC2012 "
+            f"folder itself: pass data.root={nested}"
+        )
     require_dir(root / "JPEGImages", "VOC images")
     if augmented and split == "train":
         sbd = Path(sbd_root) if sbd_root is not None else root / "benchmark_RELEASE"

@@ -51,6 +51,14 @@ def check_onnx_options(opset: int, exporter: str) -> None:
     cannot write with it."""
     if exporter not in ONNX_EXPORTERS:
         raise ValueError(f"onnx_exporter={exporter!r}; expected one of {ONNX_EXPORTERS}")
+    try:
+        from onnx.defs import onnx_opset_version
+    except ImportError:  # the export stage says what to install
+        onnx_opset_version = None
+    if onnx_opset_version is not None and opset > onnx_opset_version():
+        raise ValueError(
+            f"opset={opset}: the installed onnx knows opsets up to {onnx_opset_version()}"
+        )
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise ValueError(
             f"opset={opset}: onnx_exporter=dynamo writes opset {DYNAMO_MIN_OPSET} or later; "

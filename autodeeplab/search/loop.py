@@ -103,7 +103,18 @@ class SearchData:
 
         def split() -> tuple[list[int], list[int]]:
             if cfg.resume:
+                if not split_path.is_file():
+                    raise FileNotFoundError(
+                        f"{split_path} is missing: a resumed search reads its split A/B from it"
+                    )
                 part_a, part_b = load_split(split_path)
+                beyond = [i for i in part_a + part_b if not 0 <= i < len(train_set)]
+                if beyond:
+                    raise ValueError(
+                        f"{split_path} assigns training samples {sorted(beyond)[:5]}, but the "
+                        f"training data has {len(train_set)} samples now (data.root or "
+                        "data.train_samples changed since the run began?)"
+                    )
             else:
                 part_a, part_b = search_split(len(train_set), cfg.seed)
             _check_split(cfg, part_a, part_b)
@@ -323,7 +334,17 @@ def run_search(
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
         outputs=("genotype.json", "split.json"),
-        required=("config", "model", "optimisers", "epoch"),
+        required=(
+            "config",
+            "model",
+            "optimisers",
+            "epoch",
+            "rng",
+            "split",
+            "history",
+            "records",
+            "genotype",
+        ),
         on_start=on_start,
     ) as state:
         return _search(cfg, run_dir, state, datasets)

@@ -274,3 +274,11 @@ def test_config_file_matches_dataset():
     assert cfg.num_classes == len(CLASSES)
     assert (cfg.crop_size, cfg.scale_min, cfg.scale_max) == (513, 0.5, 2.0)
     assert cfg.options.augmented is False
+
+
+def test_a_root_above_vocdevkit_is_pointed_at_the_voc2012_folder(voc, tmp_path_factory):
+    parent = tmp_path_factory.mktemp("voc_parent")
+    (parent / "VOCdevkit").mkdir()
+    voc.rename(parent / "VOCdevkit" / "VOC2012")
+    with pytest.raises(DatasetError, match=r"pass data.root=.*VOCdevkit/VOC2012$"):
+        build_dataset("voc", root=str(parent), split="train")

@@ -77,6 +77,8 @@ def test_a_failing_dynamo_export_falls_back_and_says_why(model, tmp_path, monkey
     [
         (7, "dynamo", "onnx_exporter=dynamo writes opset 18 or later"),
         (18, "tf2onnx", "onnx_exporter='tf2onnx'; expected one of"),
+        (99, "dynamo", "opset=99: the installed onnx knows opsets up to"),
+        (99, "torchscript", "opset=99: the installed onnx knows opsets up to"),
     ],
 )
 def test_export_onnx_refuses_what_it_cannot_write(model, tmp_path, opset, exporter, message):

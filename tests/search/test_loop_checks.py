@@ -157,3 +157,27 @@ def test_the_optimisers_take_every_setting():
     assert (arch["lr"], arch["betas"], arch["weight_decay"]) == (0.002, (0.5, 0.99), 2e-3)
     assert {id(p) for p in weights["params"]} == {id(p) for p in net.weight_parameters()}
     assert {id(p) for p in arch["params"]} == {id(p) for p in net.arch_parameters()}
+
+
+def test_resume_names_a_missing_or_outgrown_split_and_missing_checkpoint_keys(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run_search(_smoke("search.epochs=1"), run)
+    split = run / "split.json"
+    kept = split.read_text()
+    split.unlink()
+    with pytest.raises(FileNotFoundError, match="split.json is missing: a resumed search reads"):
+        run_search(_smoke("search.epochs=1", "resume=true"), run)
+    # As if data.root now held fewer images than when the run began.
+    payload = json.loads(kept)
+    payload["B"][-1] = 100
+    split.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"split.json assigns training samples \[100\], but the"):
+        run_search(_smoke("search.epochs=1", "resume=true"), run)
+    split.write_text(kept)
+    state = torch.load(run / "checkpoints/last.pt", weights_only=False)
+    del state["genotype"]
+    torch.save(state, run / "checkpoints/last.pt")
+    with pytest.raises(ValueError, match=r"last.pt lacks keys \['genotype'\]"):
+        run_search(_smoke("search.epochs=1", "resume=true"), run)
