@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from autodeeplab.decode import blocks_for_edges
 from autodeeplab.genotype import Genotype
+from autodeeplab.ops import PRIMITIVES
 from autodeeplab.space.lattice import Lattice
 
 #: The arrays ``arch_history.npz`` must hold.
@@ -109,6 +110,8 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
             history = {key: data[key] for key in HISTORY_KEYS}
     except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or not an .npz
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    except ValueError as err:  # e.g. object arrays, which need pickle
+        raise ValueError(f"{path}: {err}") from None
     epochs, alpha, beta = history["epoch"], history["alpha"], history["beta"]
     if alpha.ndim != 3 or beta.ndim != 4 or beta.shape[-1] != 3:
         raise ValueError(
@@ -121,6 +124,12 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
         )
     if alpha.shape[1:] != (len(history["edge_names"]), len(history["op_names"])):
         raise ValueError(f"{path}: alpha {alpha.shape} does not match its edge and op names")
+    if tuple(str(n) for n in history["op_names"]) != PRIMITIVES:
+        raise ValueError(
+            f"{path}: op_names {[str(n) for n in history['op_names']]}; expected {list(PRIMITIVES)}"
+        )
+    if epochs.dtype.kind not in "iu" or (np.diff(epochs) <= 0).any() or epochs[0] < 1:
+        raise ValueError(f"{path}: epoch numbers {epochs.tolist()}; expected increasing integers")
     return history
 
 
@@ -157,6 +166,14 @@ def load_run(run_dir: str | os.PathLike) -> SearchRun:
     # Written when the search ends: a run still going, interrupted or diverged has none.
     final_path = path / "genotype.json"
     final = Genotype.from_json(final_path, levels=levels) if final_path.exists() else genotypes[-1]
+    layers, blocks = int(history["beta"].shape[1]), blocks_for_edges(history["alpha"].shape[1])
+    for epoch, genotype in zip((*epochs, None), (*genotypes, final), strict=True):
+        source = final_path if epoch is None else path / f"genotypes/epoch_{epoch:03d}.json"
+        if (len(genotype.path), len(genotype.cell)) != (layers, blocks):
+            raise ValueError(
+                f"{source}: a genotype of {len(genotype.path)} layers and {len(genotype.cell)} "
+                f"blocks in a run whose arch_history.npz has {layers} layers and {blocks} blocks"
+            )
     return SearchRun(
         path=path,
         alpha=history["alpha"].astype(np.float64),

@@ -230,3 +230,40 @@ def test_run_dir_from_env_reads_relative_paths_from_where_jupyter_started(tmp_pa
     assert run_dir_from_env("RUN_DIR", relative) == tmp_path / "project/runs/search/a"
     absolute = {"RUN_DIR": str(tmp_path / "b"), "PWD": started}
     assert run_dir_from_env("RUN_DIR", absolute) == tmp_path / "b"
+
+
+def _rewrite_history(copy, **changes):
+    path = copy / "arch_history.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays.update(changes)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epoch": np.array([1, 1, 3])}, r"epoch numbers \[1, 1, 3\]; expected increasing"),
+        ({"epoch": np.array([1.5, 2.2, 3.9])}, "expected increasing integers"),
+        ("op_names", r"op_names \[.*'skip'.*\]; expected \['none'"),
+        ("object", "arch_history.npz: .*allow_pickle"),
+        ("beta", "epoch_001.json: a genotype of 3 layers .* has 2 layers"),
+    ],
+)
+def test_load_run_refuses_an_inconsistent_history_naming_the_file(
+    smoke_dir, tmp_path, change, message
+):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_dir, copy)
+    with np.load(copy / "arch_history.npz") as data:
+        beta, ops = data["beta"], data["op_names"]
+    if change == "op_names":
+        change = {"op_names": np.array([*ops[:-1], "skip"])}
+    elif change == "object":
+        change = {"op_names": np.array(list(ops), dtype=object)}
+    elif change == "beta":
+        change = {"beta": beta[:, :2]}  # two layers, while the genotypes have three
+    _rewrite_history(copy, **change)
+    with pytest.raises(ValueError, match=message):
+        load_run(copy)
