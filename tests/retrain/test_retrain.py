@@ -7,7 +7,7 @@ import torch
 import yaml
 
 import autodeeplab.retrain.loop as retrain_loop
-from autodeeplab import Genotype, load_model
+from autodeeplab import Genotype, build_model, load_model
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.engine.config import to_config
 from autodeeplab.evaluate.run import results_path, run_evaluate
@@ -49,12 +49,26 @@ def test_every_retrain_option_composes(retrain_config, overrides):
         (["+data.options.bogus=1"], "unknown option 'bogus'"),
         (["train.batch_size=64"], "fewer than train.batch_size=64"),
         (["loss.terms.lovasz=1"], "lovasz"),
+        (
+            ["train.batch_size=1", "data.crop_size=16"],  # the paper's path reaches level 3
+            r"data.crop_size=16 leaves a 1x1 map at level 3 .* data.crop_size >= 33",
+        ),
     ],
 )
 def test_bad_retrain_settings_are_refused_naming_them(retrain_config, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         run_retrain(retrain_config("experiment=smoke", *overrides), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
+def test_the_smallest_crop_for_a_batch_of_one_trains(retrain_config):
+    # 33 pixels leave 2x2 at level 3 (the check's bound); one fewer would leave 1x1.
+    from autodeeplab.retrain.loop import RetrainInputs
+
+    cfg = retrain_config("experiment=smoke", "train.batch_size=1", "data.crop_size=33")
+    inputs = RetrainInputs.load(cfg)
+    model = build_model(inputs.genotype, num_classes=5, filter_multiplier=4).train()
+    assert model(torch.randn(1, 3, 33, 33))["out"].shape == (1, 5, 33, 33)
 
 
 def test_paper_experiments_cover_cityscapes_voc_and_ade20k(retrain_config):
