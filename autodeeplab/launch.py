@@ -168,10 +168,15 @@ USER_ERRORS = (
 
 
 @contextmanager
-def user_errors(log: logging.Logger) -> Iterator[None]:
-    """Around a stage's work: a user error becomes one ``log.error`` line and ``exit(2)``."""
+def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[None]:
+    """Around a stage's work: a user error becomes one ``log.error`` line and ``exit(2)``.
+
+    ``run_dir`` is the directory Hydra made for this job, with its (empty) log file: where the
+    settings are refused before anything else is written there, it is removed again, so that
+    refused commands leave no empty run directories behind (the error is on the console)."""
     from omegaconf.errors import MissingMandatoryValue
 
+    fresh = run_dir is not None and _holds_only_logs(run_dir, empty=True)
     try:
         yield
     except (*USER_ERRORS, MissingMandatoryValue) as err:
@@ -180,7 +185,25 @@ def user_errors(log: logging.Logger) -> Iterator[None]:
             # which Hydra opened for this one, gets nothing of this refusal.
             _close_log_files()
         log.error("%s", user_message(err))
+        if fresh and distributed.world_size() == 1 and _holds_only_logs(run_dir, empty=False):
+            _close_log_files()
+            for path in run_dir.iterdir():
+                path.unlink()
+            run_dir.rmdir()
         sys.exit(2)
+
+
+def _holds_only_logs(run_dir: Path, *, empty: bool) -> bool:
+    """Whether ``run_dir`` holds nothing but log files (and the run lock), all of them empty
+    where ``empty``."""
+    if not run_dir.is_dir():
+        return False
+    entries = list(run_dir.iterdir())
+    logs = [p for p in entries if p.suffix == ".log" and p.is_file()]
+    lock = [p for p in entries if p.name == ".lock" and p.is_file()]
+    if len(logs) + len(lock) != len(entries) or not logs:
+        return False
+    return not empty or (not lock and all(p.stat().st_size == 0 for p in logs))
 
 
 def user_message(err: BaseException) -> str:

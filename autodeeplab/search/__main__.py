@@ -36,7 +36,7 @@ def save_run_config(run_dir: Path, cfg: DictConfig, resume: bool) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="search")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with user_errors(log):
+    with user_errors(log, run_dir):
         config = to_search_config(cfg)
         run_search(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
 

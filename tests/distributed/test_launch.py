@@ -149,3 +149,32 @@ def test_a_data_error_in_a_loader_worker_is_reported_as_its_own_message(caplog):
             next(iter(loader))
     assert exited.value.code == 2
     assert caplog.messages == ["masks/0.png: label values [7] are not classes"]
+
+
+def _refuse(run_dir, *, write=None):
+    with pytest.raises(SystemExit) as exited:
+        with user_errors(logging.getLogger("test_launch"), run_dir):
+            if write is not None:
+                (run_dir / write).write_text("{}")
+            raise ValueError("search.batch_size=0: expected a positive number")
+    assert exited.value.code == 2
+
+
+def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
+    fresh = tmp_path / "fresh"  # as Hydra makes it: the job's log file, still empty
+    fresh.mkdir()
+    (fresh / "search.log").touch()
+    _refuse(fresh)
+    assert not fresh.exists()
+    # Anything else in the directory keeps it: outputs written before the error, or a log
+    # with an earlier job's lines.
+    written = tmp_path / "written"
+    written.mkdir()
+    (written / "search.log").touch()
+    _refuse(written, write="split.json")
+    assert sorted(p.name for p in written.iterdir()) == ["search.log", "split.json"]
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "search.log").write_text("an earlier run's line\n")
+    _refuse(earlier)
+    assert (earlier / "search.log").read_text().startswith("an earlier run's line")
