@@ -176,7 +176,7 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[No
     refused commands leave no empty run directories behind (the error is on the console)."""
     from omegaconf.errors import MissingMandatoryValue
 
-    fresh = run_dir is not None and _holds_only_logs(run_dir, empty=True)
+    fresh = _empty_logs(run_dir) if run_dir is not None else []
     try:
         yield
     except (*USER_ERRORS, MissingMandatoryValue) as err:
@@ -184,26 +184,31 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[No
             # The run directory (or file) belongs to an earlier or running job: its log file,
             # which Hydra opened for this one, gets nothing of this refusal.
             _close_log_files()
+            fresh = []
+        # Still only the empty logs seen on entry (checked before this error is logged):
+        # nothing but this job has written there, so nothing is lost with it.
+        remove = bool(fresh) and distributed.world_size() == 1 and _empty_logs(run_dir) == fresh
         log.error("%s", user_message(err))
-        if fresh and distributed.world_size() == 1 and _holds_only_logs(run_dir, empty=False):
+        if remove:
             _close_log_files()
-            for path in run_dir.iterdir():
-                path.unlink()
-            run_dir.rmdir()
+            try:
+                for path in fresh:
+                    path.unlink()
+                run_dir.rmdir()  # fails, keeping it, where anything else has appeared
+            except OSError:
+                pass
         sys.exit(2)
 
 
-def _holds_only_logs(run_dir: Path, *, empty: bool) -> bool:
-    """Whether ``run_dir`` holds nothing but log files (and the run lock), all of them empty
-    where ``empty``."""
-    if not run_dir.is_dir():
-        return False
-    entries = list(run_dir.iterdir())
-    logs = [p for p in entries if p.suffix == ".log" and p.is_file()]
-    lock = [p for p in entries if p.name == ".lock" and p.is_file()]
-    if len(logs) + len(lock) != len(entries) or not logs:
-        return False
-    return not empty or (not lock and all(p.stat().st_size == 0 for p in logs))
+def _empty_logs(run_dir: Path) -> list[Path]:
+    """The log files of ``run_dir`` where it holds nothing else and they are all empty, as
+    Hydra leaves a job's new directory; else an empty list."""
+    try:
+        entries = sorted(run_dir.iterdir())
+    except OSError:
+        return []
+    logs = [p for p in entries if p.suffix == ".log" and p.is_file() and p.stat().st_size == 0]
+    return logs if logs and len(logs) == len(entries) else []
 
 
 def user_message(err: BaseException) -> str:

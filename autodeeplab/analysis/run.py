@@ -105,13 +105,13 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in HISTORY_KEYS if key not in data.files]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")
-            history = {key: data[key] for key in HISTORY_KEYS}
+            history = {key: data[key] for key in HISTORY_KEYS if key not in missing}
     except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or not an .npz
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     except ValueError as err:  # e.g. object arrays, which need pickle
         raise ValueError(f"{path}: {err}") from None
+    if missing:
+        raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")
     epochs, alpha, beta = history["epoch"], history["alpha"], history["beta"]
     if alpha.ndim != 3 or beta.ndim != 4 or beta.shape[-1] != 3:
         raise ValueError(
@@ -220,15 +220,18 @@ def run_dir_from_env(name: str, environ: dict[str, str] | None = None) -> Path |
     """The run directory named by the environment variable ``name`` (``None`` where it is unset
     or empty). A relative path is taken from the directory the user started Jupyter in (the
     shell's ``PWD``), not from the kernel's working directory, which Jupyter sets to the
-    notebook's folder; without ``PWD``, from the working directory."""
+    notebook's folder; without ``PWD``, or where the path is not there but is in the working
+    directory, from the working directory."""
     environ = os.environ if environ is None else environ
     value = environ.get(name)
     if not value:
         return None
     path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = Path(environ.get("PWD") or os.getcwd()) / path
-    return path
+    if path.is_absolute():
+        return path
+    started = Path(environ.get("PWD") or os.getcwd()) / path
+    # A PWD that Jupyter's launcher (not a shell) left stale: the working directory then.
+    return started if started.exists() or not path.exists() else path
 
 
 def smoke_search(run_dir: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Path:

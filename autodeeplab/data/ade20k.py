@@ -66,7 +66,14 @@ def ade20k_lut(ignore_index: int = 255) -> np.ndarray:
 def _dataset_root(root: str | os.PathLike | None) -> Path:
     if root is None:
         raise DatasetError("ade20k: data.root is not set; pass data.root=<ADEChallengeData2016>")
-    return require_dir(Path(root), "the ADE20K root holding images/ and annotations/")
+    root = require_dir(Path(root), "the ADE20K root holding images/ and annotations/")
+    nested = root / "ADEChallengeData2016"
+    if not (root / "images").is_dir() and (nested / "images").is_dir():
+        raise DatasetError(
+            f"{root / 'images'}: missing directory; data.root is the ADEChallengeData2016 "
+            f"folder itself: pass data.root={nested}"
+        )
+    return root
 
 
 @register_dataset("ade20k")

@@ -211,8 +211,15 @@ def build_voc(
     if split not in SPLITS:
         raise DatasetError(f"voc: unknown split {split!r}; expected one of {SPLITS}")
     root = require_dir(Path(root), "VOC 2012 root")
-    nested = root / "VOCdevkit" / "VOC2012"
-    if not (root / "JPEGImages").is_dir() and (nested / "JPEGImages").is_dir():
+    nested = next(
+        (
+            candidate
+            for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012")
+            if (candidate / "JPEGImages").is_dir()
+        ),
+        None,
+    )
+    if not (root / "JPEGImages").is_dir() and nested is not None:
         raise DatasetError(
             f"{root / 'JPEGImages'}: missing directory (VOC images); data.root is the VOC2012 "
             f"folder itself: pass data.root={nested}"

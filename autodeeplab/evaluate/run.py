@@ -79,7 +79,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise ValueError(
             f"the checkpoint predicts {model.num_classes} classes but data.num_classes="
             f"{cfg.data.num_classes}"
-            + (f" (it was trained on {trained_on}: pass those)" if trained_on else "")
+            + (
+                f" (it was trained on {trained_on} data.num_classes={model.num_classes}: pass "
+                "those)"
+                if trained_on
+                else ""
+            )
         )
     if trained_on and trained_on != _data_settings(cfg.data.name, cfg.data.root):
         log.warning(
@@ -122,7 +127,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def _data_settings(name: str, root: str | None) -> str:
-    return f"data={name}" + (f" data.root={root}" if root is not None else "")
+    """``data=<name> data.root=<root>``, the root resolved (so that spellings of one folder
+    compare equal)."""
+    return f"data={name}" + (f" data.root={Path(root).resolve()}" if root is not None else "")
 
 
 def _trained_on(cfg: EvaluateConfig) -> str | None:

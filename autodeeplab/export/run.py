@@ -39,6 +39,8 @@ from autodeeplab.models import PRESETS, AutoDeepLab, load_model
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "export.json"
+#: The report of a failed export that did not replace an earlier one.
+FAILED_REPORT_NAME = "export.failed.json"
 INT8_NAME = "model.int8.onnx"
 #: Every file an export writes into its folder (an existing one blocks a new export).
 ARTIFACTS = (*FILE_NAMES.values(), INT8_NAME, REPORT_NAME)
@@ -101,6 +103,8 @@ def _check_options(cfg: ExportConfig) -> None:
         raise ValueError("calibration_samples and quant_val_samples must be at least 1")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads={cfg.threads}; expected a positive number or null")
+    if cfg.data_root is not None and not cfg.quantize:
+        raise ValueError(f"data_root={cfg.data_root} is read by quantize=true only")
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if cfg.format == "onnx" and missing:
         raise ValueError(
@@ -113,7 +117,7 @@ def _claim(folder: Path, overwrite: bool) -> None:
     """Refuse a folder holding an earlier export (unless ``overwrite``) or a path that is no
     folder. An earlier export stays as it is until the new one is complete (:func:`_publish`)."""
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"out={folder} is a file; expected a folder for the export")
+        raise NotADirectoryError(f"{folder} is a file; expected a folder for the export (out=)")
     existing = [folder / name for name in ARTIFACTS if (folder / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
@@ -209,14 +213,17 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     threads = torch.get_num_threads()
     model, source, data = _load(cfg)
-    # Built beside the folder and moved in once complete: a failure leaves an earlier export
-    # (overwrite=true) as it was.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    # Built in a hidden folder inside the output folder (the same file system) and moved in
+    # once complete: a failure leaves an earlier export (overwrite=true) as it was.
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     try:
         return _export(cfg, model, source, data, staging, folder, threads, sizes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _export(
@@ -289,7 +296,17 @@ def _export(
                 latency=report["latency"],
             )
     report["passed"] = parity["passed"]
-    atomic_write_text(staging / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    if not parity["passed"] and any((folder / name).exists() for name in ARTIFACTS):
+        # A failed export does not replace an earlier one (overwrite=true): its report goes
+        # beside it.
+        atomic_write_text(folder / FAILED_REPORT_NAME, text)
+        raise ParityError(
+            f"parity check failed (tolerance {cfg.tolerance}): {describe_failures(parity)}; "
+            f"the earlier export in {folder} is kept, this one's report is in "
+            f"{folder / FAILED_REPORT_NAME}"
+        )
+    atomic_write_text(staging / REPORT_NAME, text)
     _publish(staging, folder)
     if not parity["passed"]:
         raise ParityError(

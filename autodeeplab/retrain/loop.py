@@ -129,7 +129,17 @@ def run_retrain(
         config=dataclasses.asdict(cfg),
         # TensorBoard's file marks a run that stopped before its first checkpoint.
         outputs=(str(BEST), "events.out.tfevents.*"),
-        required=("config", "model", "step"),
+        required=(
+            "config",
+            "model_args",
+            "model",
+            "optimizer",
+            "schedule",
+            "rng",
+            "step",
+            "records",
+            "best",
+        ),
         on_start=on_start,
     ) as state:
         return _retrain(cfg, run_dir, state, inputs)

@@ -37,6 +37,7 @@ from autodeeplab.engine.metrics import ConfusionMatrix
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
+from autodeeplab.ops import half_size
 from autodeeplab.search.bilevel import arch_step, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
 from autodeeplab.search.records import TensorBoardLog, write_history
@@ -44,6 +45,21 @@ from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
 
 log = logging.getLogger(__name__)
+
+
+def _check_coarsest_map(cfg: SearchConfig) -> None:
+    """Refuse a batch of one whose crops shrink to one pixel at the coarsest level: BatchNorm
+    in training needs more than one value per channel."""
+    size = (cfg.data.crop_size, cfg.data.crop_size)
+    level = min(cfg.space.levels - 1, cfg.space.layers)  # level s exists from layer s on
+    for _ in range(2 + level):  # the stem's stride 4, then one halving per level
+        size = half_size(size)
+    if cfg.search.batch_size * size[0] * size[1] < 2:
+        raise ValueError(
+            f"data.crop_size={cfg.data.crop_size} leaves a {size[0]}x{size[1]} map at level "
+            f"{level}, and with search.batch_size=1 BatchNorm sees one value per channel: use "
+            f"data.crop_size >= {4 * 2**level + 1} or search.batch_size >= 2"
+        )
 
 
 def _check_split(cfg: SearchConfig, part_a: list[int], part_b: list[int]) -> None:
@@ -112,8 +128,8 @@ class SearchData:
                 if beyond:
                     raise ValueError(
                         f"{split_path} assigns training samples {sorted(beyond)[:5]}, but the "
-                        f"training data has {len(train_set)} samples now (data.root or "
-                        "data.train_samples changed since the run began?)"
+                        f"training data has {len(train_set)} samples now (does data.root "
+                        "hold other data than when the run began?)"
                     )
             else:
                 part_a, part_b = search_split(len(train_set), cfg.seed)
@@ -317,6 +333,7 @@ def run_search(
     run_dir = Path(run_dir)
     # Refuse bad values before the run directory is made.
     check_search_config(cfg)
+    _check_coarsest_map(cfg)
     autocast_dtype(cfg.search.precision)
     if cfg.search.arch_start_epoch >= cfg.search.epochs:
         log.warning(
@@ -430,11 +447,13 @@ def _search(
                 if epoch > 1
                 else "no checkpoint was written"
             )
-            arch = f"architecture loss {arch_loss}" if arch_losses else "no architecture steps"
+            if arch_losses:
+                arch, rates = f"architecture loss {arch_loss}", "optim.lr or optim.arch_lr"
+            else:
+                arch, rates = "no architecture steps", "optim.lr"
             raise ValueError(
                 f"epoch {epoch}: mean weight loss {train_loss}, {arch}: "
-                "the search diverged (lower optim.lr or optim.arch_lr, or set optim.grad_clip); "
-                + kept
+                f"the search diverged (lower {rates}, or set optim.grad_clip); " + kept
             )
         alpha, beta = (p.detach().cpu().clone() for p in net.arch_parameters())
         genotype = decode(alpha, beta, meta={"epoch": epoch})

@@ -168,3 +168,9 @@ def test_ignore_index_must_not_be_a_class(tmp_path):
         build_dataset("ade20k", root=root, split="train", ignore_index=149)
     mask = build_dataset("ade20k", root=root, split="train", ignore_index=200)[0][1]
     assert set(mask.unique().tolist()) <= set(range(150)) | {200}
+
+
+def test_a_root_above_the_release_folder_is_pointed_at_it(tmp_path):
+    make_ade(tmp_path / "ADEChallengeData2016")
+    with pytest.raises(DatasetError, match=r"pass data.root=.*ADEChallengeData2016$"):
+        build_dataset("ade20k", root=tmp_path, split="train")

@@ -280,5 +280,6 @@ def test_a_root_above_vocdevkit_is_pointed_at_the_voc2012_folder(voc, tmp_path_f
     parent = tmp_path_factory.mktemp("voc_parent")
     (parent / "VOCdevkit").mkdir()
     voc.rename(parent / "VOCdevkit" / "VOC2012")
-    with pytest.raises(DatasetError, match=r"pass data.root=.*VOCdevkit/VOC2012$"):
-        build_dataset("voc", root=str(parent), split="train")
+    for given in (parent, parent / "VOCdevkit"):
+        with pytest.raises(DatasetError, match=r"pass data.root=.*VOCdevkit/VOC2012$"):
+            build_dataset("voc", root=str(given), split="train")

@@ -151,12 +151,12 @@ def test_a_data_error_in_a_loader_worker_is_reported_as_its_own_message(caplog):
     assert caplog.messages == ["masks/0.png: label values [7] are not classes"]
 
 
-def _refuse(run_dir, *, write=None):
+def _refuse(run_dir, *, write=None, error=None):
     with pytest.raises(SystemExit) as exited:
         with user_errors(logging.getLogger("test_launch"), run_dir):
             if write is not None:
                 (run_dir / write).write_text("{}")
-            raise ValueError("search.batch_size=0: expected a positive number")
+            raise error or ValueError("search.batch_size=0: expected a positive number")
     assert exited.value.code == 2
 
 
@@ -178,3 +178,15 @@ def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
     (earlier / "search.log").write_text("an earlier run's line\n")
     _refuse(earlier)
     assert (earlier / "search.log").read_text().startswith("an earlier run's line")
+    # Another job that started meanwhile in the same directory (its lock), or the refusal of
+    # a directory in use, keeps it too.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "search.log").touch()
+    _refuse(shared, write=".lock")
+    assert sorted(p.name for p in shared.iterdir()) == [".lock", "search.log"]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "search.log").touch()
+    _refuse(busy, error=FileExistsError("another run is using it"))
+    assert [p.name for p in busy.iterdir()] == ["search.log"]

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from autodeeplab import load_model
 from autodeeplab.export import run_export
 from autodeeplab.export.formats import load_runner
-from autodeeplab.export.parity import check_parity
+from autodeeplab.export.parity import ParityError, check_parity
 
 CASES = [(1, (65, 65)), (2, (57, 73))]
 
@@ -104,27 +104,55 @@ def test_an_existing_export_is_not_overwritten(exports, smoke_checkpoint, export
     assert (report.read_bytes(), report.stat().st_mtime_ns) == before
 
 
-def test_a_failed_overwrite_keeps_the_earlier_export(smoke_checkpoint, export_config, tmp_path):
+def test_a_failed_overwrite_keeps_the_earlier_export(
+    smoke_checkpoint, export_config, tmp_path, monkeypatch
+):
+    import autodeeplab.export.run as export_run
+
     out = tmp_path / "export"
     settings = (f"out={out}", "format=torchscript", "latency_runs=1", "latency_warmup=0")
     run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(before) == {"model.pt", "export.json"}
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(smoke_checkpoint.read_bytes()[:300])
-    with pytest.raises(ValueError, match="broken.pt"):
-        run_export(export_config(f"checkpoint={broken}", *settings, "overwrite=true"))
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left either
-    # A complete export does replace it, and leaves only its own files.
-    run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings, "overwrite=true"))
-    assert {p.name for p in out.iterdir()} == set(before)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    again = export_config(f"checkpoint={smoke_checkpoint}", *settings, "overwrite=true")
+
+    def crash(*args, **kwargs):  # fails once the new model file is written and checked
+        raise ValueError("timing failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_run, "latency_report", crash)
+        with pytest.raises(ValueError, match="timing failed"):
+            run_export(again)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left
+
+    real_check = export_run.check_parity
+
+    def failing(*args, **kwargs):
+        parity = real_check(*args, **kwargs)
+        parity["passed"] = False
+        for entry in parity["sizes"]:
+            entry["passed"] = False
+        return parity
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_run, "check_parity", failing)
+        with pytest.raises(ParityError, match="the earlier export in .* is kept"):
+            run_export(again)
+    failed = json.loads((out / "export.failed.json").read_text())
+    assert failed["passed"] is False
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    # A complete export does replace it.
+    run_export(again)
+    assert json.loads((out / "export.json").read_text())["passed"] is True
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
 
 
 def test_an_output_path_that_is_a_file_is_refused(smoke_checkpoint, export_config, tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(NotADirectoryError, match="taken is a file; expected a folder"):
         run_export(export_config(f"checkpoint={smoke_checkpoint}", f"out={tmp_path / 'taken'}"))
+    with pytest.raises(ValueError, match="data_root=.* is read by quantize=true only"):
+        run_export(export_config(f"checkpoint={smoke_checkpoint}", f"data_root={tmp_path}"))
 
 
 @pytest.mark.slow

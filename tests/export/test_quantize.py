@@ -45,7 +45,6 @@ def test_quantize_checks_its_data_before_exporting_and_follows_moved_data(
     from autodeeplab.engine.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(smoke_checkpoint)
-    options = state["config"]["data"]["options"]
     state["config"]["data"].update(name="folder", root=str(missing), num_classes=5, options={})
     moved = tmp_path / "moved_data.pt"
     save_checkpoint(state, moved)
@@ -53,12 +52,20 @@ def test_quantize_checks_its_data_before_exporting_and_follows_moved_data(
     with pytest.raises(DatasetError, match=r"moved: missing directory .* pass data_root="):
         run_export(cfg)
     assert exported == [] and not (tmp_path / "a").exists()
-    # data_root points it at the data's new place (here: back at the embedded textures).
-    state["config"]["data"].update(name="textures", root=None, options=options)
-    save_checkpoint(state, moved)
-    run_export(
-        export_config(
-            f"checkpoint={moved}", f"out={tmp_path / 'b'}", "quantize=true", f"data_root={tmp_path}"
-        )
+    # data_root points it at the data's new place.
+    import numpy as np
+    from PIL import Image
+
+    moved_to = tmp_path / "new_place"
+    (moved_to / "classes.txt").parent.mkdir()
+    (moved_to / "classes.txt").write_text("".join(f"c{i}\n" for i in range(5)))
+    for split in ("train", "val"):
+        for folder in ("images", "masks"):
+            (moved_to / folder / split).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(moved_to / "images" / split / "a.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(moved_to / "masks" / split / "a.png")
+    cfg = export_config(
+        f"checkpoint={moved}", f"out={tmp_path / 'b'}", "quantize=true", f"data_root={moved_to}"
     )
+    run_export(cfg)
     assert len(exported) == 1

@@ -294,7 +294,8 @@ def test_evaluate_writes_results_once(retrain_config, evaluate_config, tmp_path)
         )
     )
     assert 0.0 <= single["miou"] <= 1.0
-    with pytest.raises(ValueError, match="predicts 5 classes.*trained on data=textures: pass"):
+    hint = "predicts 5 classes.*trained on data=textures data.num_classes=5: pass"
+    with pytest.raises(ValueError, match=hint):
         run_evaluate(
             evaluate_config(
                 f"checkpoint={checkpoint}",

@@ -41,6 +41,10 @@ def _smoke(*overrides):
         (["data.crop_size=0"], "data.crop_size=0"),
         (["threads=0"], "threads=0: expected a positive number or null"),
         (["seed=-1"], "seed=-1: expected an integer >= 0"),
+        (
+            ["space=default", "search.batch_size=1"],  # 32-pixel crops: 1x1 at level 3
+            r"data.crop_size=32 leaves a 1x1 map at level 3, .* data.crop_size >= 33",
+        ),
         (["optim.lr=0", "search.eval_batch_size=0"], "optim.lr=0.0.*; search.eval_batch_size=0"),
         (["+data.options.colour=1"], "unknown option 'colour'"),
         (["data.options.image_size=abc"], "data.options.image_size='abc': .* expects int"),
