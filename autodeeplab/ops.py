@@ -35,6 +35,22 @@ def half_size(size: tuple[int, int]) -> tuple[int, int]:
     return ((size[0] + 1) // 2, (size[1] + 1) // 2)
 
 
+def check_coarsest_map(crop_size: int, batch_size: int, level: int, batch_key: str) -> None:
+    """Refuse training batches whose ``crop_size`` crops shrink to one pixel at ``level``
+    (stride ``4 * 2**level``: the stem's two halvings, then one per level) with a batch of
+    one: BatchNorm in training needs more than one value per channel. ``batch_key`` names the
+    batch size's setting in the message."""
+    size = (crop_size, crop_size)
+    for _ in range(2 + level):
+        size = half_size(size)
+    if batch_size * size[0] * size[1] < 2:
+        raise ValueError(
+            f"data.crop_size={crop_size} leaves a {size[0]}x{size[1]} map at level {level}, and "
+            f"with {batch_key}=1 BatchNorm sees one value per channel: use data.crop_size >= "
+            f"{4 * 2**level + 1} or {batch_key} >= 2"
+        )
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(N, C, H, W)`` to ``size`` with corner alignment (as TF's builder)."""
     # Skipping a same-size resize is a Python branch on the input size; a trace or an export

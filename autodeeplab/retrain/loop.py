@@ -39,7 +39,7 @@ from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
 from autodeeplab.genotype import Genotype, GenotypeError
 from autodeeplab.models import build_model
-from autodeeplab.ops import half_size
+from autodeeplab.ops import check_coarsest_map
 from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ class RetrainInputs:
         """Raises on a bad genotype, data setting or loss term, naming it."""
         data, world = cfg.data, distributed.world_size()
         genotype = load_genotype(cfg.genotype)
-        _check_coarsest_map(cfg, genotype)
+        check_coarsest_map(
+            data.crop_size, cfg.train.batch_size, max(genotype.path), "train.batch_size"
+        )
         train_set = dataset_from_config(data, "train", data.train_samples)
         val_set = dataset_from_config(data, "val", data.val_samples)
         if len(train_set) // world < cfg.train.batch_size:
@@ -176,22 +178,6 @@ class RetrainInputs:
             gamma=cfg.loss.focal_gamma,
         )
         return cls(genotype, train_set, val_set, loss_fn)
-
-
-def _check_coarsest_map(cfg: RetrainConfig, genotype: Genotype) -> None:
-    """Refuse a batch of one whose crops shrink to one pixel at the path's coarsest level:
-    BatchNorm in training needs more than one value per channel."""
-    size = (cfg.data.crop_size, cfg.data.crop_size)
-    level = max(genotype.path)
-    for _ in range(2 + level):  # the stem's stride 4, then one halving per level
-        size = half_size(size)
-    if cfg.train.batch_size * size[0] * size[1] < 2:
-        least = 4 * 2**level + 1
-        raise ValueError(
-            f"data.crop_size={cfg.data.crop_size} leaves a {size[0]}x{size[1]} map at level "
-            f"{level} of the path, and with train.batch_size=1 BatchNorm sees one value per "
-            f"channel: use data.crop_size >= {least} or train.batch_size >= 2"
-        )
 
 
 def restore_rng(state: dict[str, Any], seed: int) -> None:

@@ -37,7 +37,7 @@ from autodeeplab.engine.metrics import ConfusionMatrix
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
-from autodeeplab.ops import half_size
+from autodeeplab.ops import check_coarsest_map
 from autodeeplab.search.bilevel import arch_step, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
 from autodeeplab.search.records import TensorBoardLog, write_history
@@ -45,21 +45,6 @@ from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
 
 log = logging.getLogger(__name__)
-
-
-def _check_coarsest_map(cfg: SearchConfig) -> None:
-    """Refuse a batch of one whose crops shrink to one pixel at the coarsest level: BatchNorm
-    in training needs more than one value per channel."""
-    size = (cfg.data.crop_size, cfg.data.crop_size)
-    level = min(cfg.space.levels - 1, cfg.space.layers)  # level s exists from layer s on
-    for _ in range(2 + level):  # the stem's stride 4, then one halving per level
-        size = half_size(size)
-    if cfg.search.batch_size * size[0] * size[1] < 2:
-        raise ValueError(
-            f"data.crop_size={cfg.data.crop_size} leaves a {size[0]}x{size[1]} map at level "
-            f"{level}, and with search.batch_size=1 BatchNorm sees one value per channel: use "
-            f"data.crop_size >= {4 * 2**level + 1} or search.batch_size >= 2"
-        )
 
 
 def _check_split(cfg: SearchConfig, part_a: list[int], part_b: list[int]) -> None:
@@ -333,7 +318,12 @@ def run_search(
     run_dir = Path(run_dir)
     # Refuse bad values before the run directory is made.
     check_search_config(cfg)
-    _check_coarsest_map(cfg)
+    check_coarsest_map(
+        cfg.data.crop_size,
+        cfg.search.batch_size,
+        min(cfg.space.levels - 1, cfg.space.layers),  # level s exists from layer s on
+        "search.batch_size",
+    )
     autocast_dtype(cfg.search.precision)
     if cfg.search.arch_start_epoch >= cfg.search.epochs:
         log.warning(

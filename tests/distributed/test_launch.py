@@ -160,33 +160,30 @@ def _refuse(run_dir, *, write=None, error=None):
     assert exited.value.code == 2
 
 
+def _job_dir(tmp_path, name, log=""):
+    """A run directory as Hydra makes it for a job: the job's log file (empty)."""
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    (run_dir / "search.log").write_text(log)
+    return run_dir
+
+
 def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
-    fresh = tmp_path / "fresh"  # as Hydra makes it: the job's log file, still empty
-    fresh.mkdir()
-    (fresh / "search.log").touch()
+    fresh = _job_dir(tmp_path, "fresh")
     _refuse(fresh)
     assert not fresh.exists()
-    # Anything else in the directory keeps it: outputs written before the error, or a log
-    # with an earlier job's lines.
-    written = tmp_path / "written"
-    written.mkdir()
-    (written / "search.log").touch()
+    # Anything else in the directory keeps it: outputs written before the error, a log with
+    # an earlier job's lines, another job that started meanwhile in the same directory (its
+    # lock), or the refusal of a directory in use.
+    written = _job_dir(tmp_path, "written")
     _refuse(written, write="split.json")
     assert sorted(p.name for p in written.iterdir()) == ["search.log", "split.json"]
-    earlier = tmp_path / "earlier"
-    earlier.mkdir()
-    (earlier / "search.log").write_text("an earlier run's line\n")
+    earlier = _job_dir(tmp_path, "earlier", log="an earlier run's line\n")
     _refuse(earlier)
     assert (earlier / "search.log").read_text().startswith("an earlier run's line")
-    # Another job that started meanwhile in the same directory (its lock), or the refusal of
-    # a directory in use, keeps it too.
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "search.log").touch()
+    shared = _job_dir(tmp_path, "shared")
     _refuse(shared, write=".lock")
     assert sorted(p.name for p in shared.iterdir()) == [".lock", "search.log"]
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "search.log").touch()
+    busy = _job_dir(tmp_path, "busy")
     _refuse(busy, error=FileExistsError("another run is using it"))
     assert [p.name for p in busy.iterdir()] == ["search.log"]

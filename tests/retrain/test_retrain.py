@@ -51,7 +51,7 @@ def test_every_retrain_option_composes(retrain_config, overrides):
         (["loss.terms.lovasz=1"], "lovasz"),
         (
             ["train.batch_size=1", "data.crop_size=16"],  # the paper's path reaches level 3
-            r"data.crop_size=16 leaves a 1x1 map at level 3 .* data.crop_size >= 33",
+            r"data.crop_size=16 leaves a 1x1 map at level 3, .* data.crop_size >= 33",
         ),
     ],
 )
