@@ -20,7 +20,7 @@ from autodeeplab.engine.report import format_table, scores_to_json
 from autodeeplab.engine.runtime import resolve_device
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.files import atomic_write_text
-from autodeeplab.models import load_model
+from autodeeplab.models.loading import MODEL_KEYS, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = distributed.local_device(resolve_device(cfg.device))
-    model = load_model(cfg.checkpoint).to(device)
-    trained_on = _trained_on(cfg)
+    state = load_checkpoint(cfg.checkpoint, required=MODEL_KEYS)
+    model = model_from_checkpoint(state, cfg.checkpoint).to(device)
+    trained_on = _trained_on(state)
     if model.num_classes != cfg.data.num_classes:
         raise ValueError(
             f"the checkpoint predicts {model.num_classes} classes but data.num_classes="
@@ -132,10 +133,10 @@ def _data_settings(name: str, root: str | None) -> str:
     return f"data={name}" + (f" data.root={Path(root).resolve()}" if root is not None else "")
 
 
-def _trained_on(cfg: EvaluateConfig) -> str | None:
-    """The dataset the checkpoint's retrain read (``data=<name> data.root=<root>``), where its
+def _trained_on(state: dict[str, Any]) -> str | None:
+    """The dataset a checkpoint's retrain read (``data=<name> data.root=<root>``), where its
     stored config says."""
-    config = load_checkpoint(cfg.checkpoint).get("config")
+    config = state.get("config")
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict) or "name" not in data:
         return None

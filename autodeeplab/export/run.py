@@ -34,7 +34,8 @@ from autodeeplab.export.formats import (
 from autodeeplab.export.parity import ParityError, check_parity, describe_failures
 from autodeeplab.export.quantize import quantization_report
 from autodeeplab.files import atomic_write_text
-from autodeeplab.models import PRESETS, AutoDeepLab, load_model
+from autodeeplab.models import PRESETS, AutoDeepLab
+from autodeeplab.models.loading import MODEL_KEYS, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,11 @@ def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | 
         model = calibrate_batch_norm(model, tuple(cfg.export_size))
         source = {"preset": preset, "weights": "random", "seed": cfg.seed}
         return model, source, None
-    model = load_model(cfg.checkpoint)
+    state = load_checkpoint(cfg.checkpoint, required=MODEL_KEYS)
+    model = model_from_checkpoint(state, cfg.checkpoint)
     data = None
     if cfg.quantize:
-        config = load_checkpoint(cfg.checkpoint).get("config") or {}
+        config = state.get("config") or {}
         if not isinstance(config.get("data"), dict):
             raise ValueError(
                 f"checkpoint {cfg.checkpoint} stores no data config; quantize=true needs it"

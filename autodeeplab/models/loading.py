@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.models.deeplab import AutoDeepLab, build_model
+
+#: The entries of a retrain checkpoint that describe its model.
+MODEL_KEYS = ("model_args", "model")
 
 
 def load_model(path: str | os.PathLike, *, eval_mode: bool = True) -> AutoDeepLab:
     """The model stored in a retrain checkpoint (``model_args`` + ``model`` weights), on the
     CPU and, by default, in eval mode."""
-    state = load_checkpoint(path, required=("model_args", "model"))
+    return model_from_checkpoint(
+        load_checkpoint(path, required=MODEL_KEYS), path, eval_mode=eval_mode
+    )
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike, *, eval_mode: bool = True
+) -> AutoDeepLab:
+    """:func:`load_model` of a checkpoint already read from ``path`` (named in errors) with
+    :data:`MODEL_KEYS` required, for callers that also read its other entries."""
     if state.get("stage") not in (None, "retrain"):
         raise ValueError(
             f"checkpoint {path} is from the {state['stage']!r} stage; load_model reads retrain "
