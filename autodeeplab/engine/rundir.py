@@ -121,11 +121,14 @@ def open_run_dir(
     config: dict[str, Any],
     outputs: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
+    check_state: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any] | None]:
     """Lock and check ``run_dir`` (:func:`lock_run_dir`, :func:`check_run_dir`), load and check
-    the checkpoint to resume (``config`` as a plain dict, ``required`` its keys) and call
-    ``on_start``; yields the checkpoint (None for a new run) and holds the lock until the end.
+    the checkpoint to resume (``config`` as a plain dict, ``required`` its keys, then the
+    caller's ``check_state``) and call ``on_start``; yields the checkpoint (None for a new run)
+    and holds the lock until the end. Every refusal comes before ``on_start``, which records
+    the command in the directory.
 
     Under ``torchrun`` only rank 0 touches the directory; the others wait for its checks, then
     get the checkpoint from it, or raise its error (no rank is left waiting for another)."""
@@ -142,6 +145,8 @@ def open_run_dir(
                 state = load_checkpoint(path, required=required)
                 check_resume_config(config, state["config"], path)
                 check_resume_world_size(state.get("world_size", 1), distributed.world_size(), path)
+                if check_state is not None:
+                    check_state(state)
             if on_start is not None:
                 on_start()
             return state

@@ -111,6 +111,26 @@ def epoch_batches(
     )
 
 
+def check_same_genotype(
+    spec: str, genotype: Genotype, run_dir: Path, state: dict[str, Any]
+) -> None:
+    """Refuses to resume the retrain of ``run_dir`` (checkpoint ``state``) with ``genotype``
+    (read from ``genotype=spec``) where it is another architecture than the one trained: the
+    config holds the genotype's file name only, and the file itself may have changed."""
+    trained = Genotype.from_dict(state["model_args"]["genotype"])
+    if trained != genotype:
+        changed = [
+            f"block{b}"
+            for b in range(1, max(len(trained.cell), len(genotype.cell)) + 1)
+            if trained.cell[b - 1 : b] != genotype.cell[b - 1 : b]
+        ] + (["path"] if trained.path != genotype.path else [])
+        raise ValueError(
+            f"genotype={spec} now describes another architecture than the one "
+            f"{run_dir} trained ({', '.join(changed)} changed); restore the file to resume, "
+            "or start a new run"
+        )
+
+
 def run_retrain(
     cfg: RetrainConfig, run_dir: str | Path, *, on_start: Callable[[], None] | None = None
 ) -> dict[str, Any]:
@@ -139,6 +159,10 @@ def run_retrain(
             "step",
             "records",
             "best",
+        ),
+        # Refusals of the resume come before on_start, which records the command.
+        check_state=lambda state: check_same_genotype(
+            cfg.genotype, inputs.genotype, run_dir, state
         ),
         on_start=on_start,
     ) as state:
@@ -212,20 +236,6 @@ def _retrain(
         **dataclasses.asdict(cfg.model),
     }
     model_args["stem_channels"] = list(model_args["stem_channels"])
-    if state is not None:
-        # The config holds the genotype's file name only; the file itself may have changed.
-        trained = Genotype.from_dict(state["model_args"]["genotype"])
-        if trained != genotype:
-            changed = [
-                f"block{b}"
-                for b in range(1, max(len(trained.cell), len(genotype.cell)) + 1)
-                if trained.cell[b - 1 : b] != genotype.cell[b - 1 : b]
-            ] + (["path"] if trained.path != genotype.path else [])
-            raise ValueError(
-                f"genotype={cfg.genotype} now describes another architecture than the one "
-                f"{run_dir} trained ({', '.join(changed)} changed); restore the file to resume, "
-                "or start a new run"
-            )
     model = build_model(**model_args).to(device)
     if world > 1 and device.type == "cuda":
         # BatchNorm statistics over the global batch. SyncBatchNorm is CUDA only: on the CPU

@@ -47,6 +47,29 @@ from autodeeplab.space.supernet import Supernet, build_supernet
 log = logging.getLogger(__name__)
 
 
+def resumed_split(
+    run_dir: Path, train_size: int, state: dict[str, Any] | None = None
+) -> tuple[list[int], list[int]]:
+    """The split A/B a resumed search in ``run_dir`` reads from its ``split.json``, checked
+    against the training data's ``train_size`` samples and (given) the checkpoint ``state``."""
+    split_path = run_dir / "split.json"
+    if not split_path.is_file():
+        raise FileNotFoundError(
+            f"{split_path} is missing: a resumed search reads its split A/B from it"
+        )
+    part_a, part_b = load_split(split_path)
+    beyond = [i for i in part_a + part_b if not 0 <= i < train_size]
+    if beyond:
+        raise ValueError(
+            f"{split_path} assigns training samples {sorted(beyond)[:5]}, but the training data "
+            f"has {train_size} samples now (does data.root hold other data than when the run "
+            "began?)"
+        )
+    if state is not None and state["split"] != {"A": part_a, "B": part_b}:
+        raise ValueError(f"{split_path} does not match the checkpoint's split")
+    return part_a, part_b
+
+
 def _check_split(cfg: SearchConfig, part_a: list[int], part_b: list[int]) -> None:
     """Raises ``ValueError`` unless each half of the split fills a batch on every process."""
     world = distributed.world_size()
@@ -104,18 +127,7 @@ class SearchData:
 
         def split() -> tuple[list[int], list[int]]:
             if cfg.resume:
-                if not split_path.is_file():
-                    raise FileNotFoundError(
-                        f"{split_path} is missing: a resumed search reads its split A/B from it"
-                    )
-                part_a, part_b = load_split(split_path)
-                beyond = [i for i in part_a + part_b if not 0 <= i < len(train_set)]
-                if beyond:
-                    raise ValueError(
-                        f"{split_path} assigns training samples {sorted(beyond)[:5]}, but the "
-                        f"training data has {len(train_set)} samples now (does data.root "
-                        "hold other data than when the run began?)"
-                    )
+                part_a, part_b = resumed_split(run_dir, len(train_set))
             else:
                 part_a, part_b = search_split(len(train_set), cfg.seed)
             _check_split(cfg, part_a, part_b)
@@ -352,6 +364,8 @@ def run_search(
             "records",
             "genotype",
         ),
+        # Refusals of the resume come before on_start, which records the command.
+        check_state=lambda state: resumed_split(run_dir, len(datasets[0]), state),
         on_start=on_start,
     ) as state:
         return _search(cfg, run_dir, state, datasets)
@@ -391,8 +405,6 @@ def _search(
     records: list[dict[str, Any]] = []
     start, genotype = 0, None
     if state is not None:
-        if state["split"] != {"A": data.split_a.indices, "B": data.split_b.indices}:
-            raise ValueError(f"{run_dir / 'split.json'} does not match the checkpoint's split")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimisers"])
         set_rng_state(state["rng"])

@@ -264,8 +264,13 @@ def test_resume_refuses_a_genotype_file_that_changed(retrain_config, tmp_path):
     assert "max_pool_3x3" not in text
     genotype_file.write_text(text.replace("sep_conv_3x3", "max_pool_3x3", 1))
     before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
+    resume = retrain_config(*one_step, "train.val_every=1", "resume=true")
+
+    def on_start():  # the CLI records the command here: never for a refused resume
+        pytest.fail("on_start ran before the refusal")
+
     with pytest.raises(ValueError, match=r"g.json now describes another architecture .*block\d+ "):
-        run_retrain(retrain_config(*one_step, "train.val_every=1", "resume=true"), tmp_path / "run")
+        run_retrain(resume, tmp_path / "run", on_start=on_start)
     assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
 
 

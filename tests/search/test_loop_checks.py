@@ -171,14 +171,24 @@ def test_resume_names_a_missing_or_outgrown_split_and_missing_checkpoint_keys(tm
     split = run / "split.json"
     kept = split.read_text()
     split.unlink()
+    resume = _smoke("search.epochs=1", "resume=true")
+
+    def on_start():  # the CLI records the command here: never for a refused resume
+        pytest.fail("on_start ran before the refusal")
+
     with pytest.raises(FileNotFoundError, match="split.json is missing: a resumed search reads"):
-        run_search(_smoke("search.epochs=1", "resume=true"), run)
+        run_search(resume, run, on_start=on_start)
     # As if data.root now held fewer images than when the run began.
     payload = json.loads(kept)
     payload["B"][-1] = 100
     split.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match=r"split.json assigns training samples \[100\], but the"):
-        run_search(_smoke("search.epochs=1", "resume=true"), run)
+        run_search(resume, run, on_start=on_start)
+    payload = json.loads(kept)
+    payload["A"], payload["B"] = payload["B"], payload["A"]
+    split.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="split.json does not match the checkpoint's split"):
+        run_search(resume, run, on_start=on_start)
     split.write_text(kept)
     state = torch.load(run / "checkpoints/last.pt", weights_only=False)
     del state["genotype"]
