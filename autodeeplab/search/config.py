@@ -20,7 +20,7 @@ class SpaceConfig:
     """The search space (``space=<name>``) [P §3, §4.1]."""
 
     layers: int = 12  # L, cells along the network
-    levels: int = 4  # resolutions: output stride 4 * 2**level
+    levels: int = 4  # resolutions: output stride 4 * 2**level (the retrain builds at most 4)
     filter_multiplier: int = 8  # F: a block at level s has F * 2**s channels
     blocks: int = 5  # B, blocks per cell
     # The stem's three 3x3 convs (two of stride 2): its output, at output stride 4, is the

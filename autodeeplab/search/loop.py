@@ -37,6 +37,7 @@ from autodeeplab.engine.metrics import ConfusionMatrix
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
+from autodeeplab.models.backbone import LEVELS
 from autodeeplab.ops import check_coarsest_map
 from autodeeplab.search.bilevel import arch_step, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
@@ -337,6 +338,15 @@ def run_search(
         "search.batch_size",
     )
     autocast_dtype(cfg.search.precision)
+    if cfg.space.levels > LEVELS:
+        log.warning(
+            "space.levels=%d: a path that reaches level %d or beyond (output stride %d) cannot "
+            "be retrained; the retrain's DeepLab model builds levels 0..%d",
+            cfg.space.levels,
+            LEVELS,
+            4 * 2**LEVELS,
+            LEVELS - 1,
+        )
     if cfg.search.arch_start_epoch >= cfg.search.epochs:
         log.warning(
             "search.arch_start_epoch=%d with search.epochs=%d: no architecture steps, so the "

@@ -1,5 +1,7 @@
 """Bad settings stop a search before any work, with messages that name the setting."""
 
+import logging
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -195,3 +197,16 @@ def test_resume_names_a_missing_or_outgrown_split_and_missing_checkpoint_keys(tm
     torch.save(state, run / "checkpoints/last.pt")
     with pytest.raises(ValueError, match=r"last.pt lacks keys \['genotype'\]"):
         run_search(_smoke("search.epochs=1", "resume=true"), run)
+
+
+def test_more_levels_than_the_retrain_builds_are_searched_with_a_warning(tmp_path, caplog):
+    cfg = _smoke("space.levels=5", "space.layers=2", "search.epochs=1")
+    with caplog.at_level(logging.WARNING, logger="autodeeplab.search"):
+        genotype = run_search(cfg, tmp_path / "run")
+    assert "space.levels=5: a path that reaches level 4 or beyond (output stride 64)" in caplog.text
+    assert "builds levels 0..3" in caplog.text
+    assert len(genotype.path) == 2 and max(genotype.path) <= 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="autodeeplab.search"):
+        run_search(_smoke("search.epochs=1"), tmp_path / "four")
+    assert "space.levels" not in caplog.text
