@@ -88,7 +88,9 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
 
     ``beta``: logits ``(L, levels, 3)``, normalised per node over its existing directions. The
     path starts at the stem (level 0, layer 0), takes ``L`` transitions and ends at the best level;
-    it is returned as the level of layers ``1..L``.
+    it is returned as the level of layers ``1..L``. Ties between paths of equal probability
+    go to the lower level: each node keeps its predecessor at the lowest level among the best,
+    and the path ends at the lowest of the best levels.
     """
     logits = _as_array(beta)
     if logits.ndim != 3 or logits.shape[2] != 3:

@@ -114,6 +114,19 @@ def test_ties_go_to_the_lower_edge_index():
         assert all(e.op == "max_pool_3x3" for e in block)  # first non-none column
 
 
+def test_viterbi_ties_go_to_the_lower_level():
+    # Uniform beta on 2 layers x 2 levels: all four paths have probability 1/4.
+    assert viterbi_path(np.zeros((2, 2, 3))) == ((0, 0), 0.25)
+    # Level 1 is the only likely end, reached with equal probability from level 0 (coarser)
+    # and from level 1 (same): the node keeps the lower predecessor.
+    beta = np.zeros((2, 2, 3))
+    beta[1, 0] = [0.0, 0.0, 10.0]  # from level 0: coarser
+    beta[1, 1] = [0.0, 10.0, 0.0]  # from level 1: same (finer is the other direction)
+    path, probability = viterbi_path(beta)
+    assert path == (0, 1)
+    assert math.isclose(probability, 0.5 / (1 + math.exp(-10)))
+
+
 def test_decode_is_pure_and_records_the_path_probability():
     alpha, beta = torch.randn(20, 8), torch.randn(12, 4, 3)
     before = (alpha.clone(), beta.clone())
