@@ -3,16 +3,20 @@ dataset and print sample counts and per-class pixel frequencies (a thin Hydra ap
 :mod:`autodeeplab.data.check`).
 
 A broken dataset stops the check with one line naming the file and exit code 2. Checking writes
-nothing: Hydra's run directory is a fresh folder under $TMPDIR and no config is saved.
+nothing: Hydra's run directory is a fresh folder under $TMPDIR, removed again (it stays empty),
+and no config is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from autodeeplab.conf_path import CONF_DIR
@@ -20,7 +24,7 @@ from autodeeplab.data import ade20k, cityscapes, folder, textures, voc  # noqa: 
 from autodeeplab.data.check import check_dataset, format_report
 from autodeeplab.data.config import DataConfig
 from autodeeplab.data.registry import build_dataset
-from autodeeplab.engine.config import store_schema
+from autodeeplab.engine.config import store_schema, to_config
 
 USAGE = """\
 usage: python -m autodeeplab.data check data=<name> data.root=<path> [key=value ...]
@@ -83,7 +87,7 @@ def run_check(config: CheckConfig) -> str:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="check")
 def main(cfg: DictConfig) -> None:
     try:
-        config = OmegaConf.to_object(cfg)
+        config = to_config(cfg, CheckConfig)  # refuses keys added with +key=value
         report = run_check(config)
     except MissingMandatoryValue as err:
         print(f"error: {err.full_key} is not set; pass {err.full_key}=<value>", file=sys.stderr)
@@ -92,6 +96,10 @@ def main(cfg: DictConfig) -> None:
         # A user error (DatasetError is a ValueError): one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        # Hydra made a run directory; a check writes nothing into it, so none is left behind.
+        with contextlib.suppress(OSError):
+            Path(HydraConfig.get().runtime.output_dir).rmdir()  # only if empty
     print(report)
 
 

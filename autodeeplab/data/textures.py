@@ -13,7 +13,7 @@ import torch
 from skimage.transform import resize
 from torch.utils.data import Dataset
 
-from autodeeplab.data.registry import SPLITS, register_dataset
+from autodeeplab.data.registry import DATASETS, SPLITS, register_dataset
 
 # Grayscale photos first, so small `num_classes` values give a pure texture (not colour) task.
 TEXTURES: list[str] = [
@@ -175,7 +175,16 @@ def build_textures(
     num_classes: int = 5,
     seed: int = 0,
 ) -> TextureSegmentation:
-    """Registry builder for :class:`TextureSegmentation`; ``root`` is unused (data is embedded)."""
+    """Registry builder for :class:`TextureSegmentation`. The data is generated in memory, so
+    ``root`` must be None: a root given with this dataset is most likely meant for another one
+    (``data.root=...`` without ``data=<name>``), and ignoring it would train on textures."""
+    if root is not None:
+        others = ", ".join(sorted(set(DATASETS) - {"textures"}))
+        raise ValueError(
+            f"data.root={root} is set, but data=textures is generated in memory and reads no "
+            f"files; choose the dataset of that folder with data=<{others}>, or leave data.root "
+            "unset for the textures"
+        )
     return TextureSegmentation(
         split,
         num_samples=num_samples,

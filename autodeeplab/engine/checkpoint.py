@@ -23,10 +23,14 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
     """Load a checkpoint on the CPU, with clear errors for a missing or foreign file."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(
-            f"checkpoint {path} is a directory; expected a checkpoint file in it, such as "
-            f"{path / 'best.pt'} or {path / 'last.pt'}"
+        # A run directory keeps its checkpoints in checkpoints/.
+        found = sorted([*path.glob("*.pt"), *path.glob("checkpoints/*.pt")])
+        hint = (
+            f"checkpoint files there: {', '.join(map(str, found))}"
+            if found
+            else "no *.pt file is in it or in its checkpoints/ folder"
         )
+        raise IsADirectoryError(f"checkpoint {path} is a directory; expected a file ({hint})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:

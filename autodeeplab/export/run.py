@@ -160,6 +160,11 @@ def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | 
             )
         data = DataConfig(**config["data"])
         if cfg.data_root is not None:
+            if data.root is None:
+                raise ValueError(
+                    f"data_root={cfg.data_root}: checkpoint {cfg.checkpoint} was trained on "
+                    f"data={data.name}, which reads no files; leave data_root unset"
+                )
             data = dataclasses.replace(data, root=cfg.data_root)
         # Read the calibration and validation data now rather than after the export.
         for split in ("train", "val"):

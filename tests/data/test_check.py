@@ -142,8 +142,20 @@ def test_cli_prints_counts_and_writes_nothing(tmp_path):
     assert lines[3].split()[:3] == ["train", "2", "2"] and lines[4].split()[:3] == ["val", "1", "1"]
     assert any(ln.split()[:3] == ["2", "tree", "4"] for ln in lines)
     assert sorted(root.rglob("*")) == before
-    # Hydra's run directory went to $TMPDIR and holds nothing.
-    assert all(not any(d.iterdir()) for d in (tmp_path / "tmp" / "autodeeplab-check").iterdir())
+    # Hydra's run directory (under $TMPDIR) held nothing, and is removed.
+    assert not any((tmp_path / "tmp" / "autodeeplab-check").iterdir())
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_added_key(tmp_path):
+    # Hydra's own hint for a misspelt key is +key=value; the check's schema refuses that too.
+    result = _cli(tmp_path, "+max_sample=2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown config key 'max_sample'; known keys here: "
+        "['data', 'max_samples', 'progress', 'splits']"
+    )
+    assert not any((tmp_path / "tmp" / "autodeeplab-check").iterdir())
 
 
 @pytest.mark.slow

@@ -108,9 +108,18 @@ def test_transform_is_applied():
 
 
 def test_build_dataset_passes_options():
-    ds = build_dataset("textures", root="/nowhere", split="val", num_samples=4, num_classes=3)
+    ds = build_dataset("textures", root=None, split="val", num_samples=4, num_classes=3)
     assert isinstance(ds, TextureSegmentation)
     assert len(ds) == 4 and ds.num_classes == 3 and ds.split == "val"
+
+
+def test_a_root_given_with_the_textures_is_refused():
+    # data.root=<folder> without data=<name>: the run would train on textures instead.
+    message = (
+        r"data.root=/data/cs is set, but data=textures .* data=<ade20k, cityscapes, folder, voc>"
+    )
+    with pytest.raises(ValueError, match=message):
+        build_dataset("textures", root="/data/cs", split="train")
 
 
 def test_build_dataset_errors():

@@ -65,8 +65,16 @@ def test_a_foreign_file_is_one_line_naming_it(tmp_path, kind, message):
 def test_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere.pt")
-    with pytest.raises(IsADirectoryError, match=r"is a directory; expected .*best\.pt"):
-        load_checkpoint(tmp_path)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match="no \\*.pt file is in it or in its checkpoints/"):
+        load_checkpoint(run)
+    for name in ("best.pt", "last.pt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    with pytest.raises(IsADirectoryError) as info:
+        load_checkpoint(run)  # a run directory: its files are named where they are
+    expected = f"checkpoint files there: {run}/checkpoints/best.pt, {run}/checkpoints/last.pt"
+    assert expected in str(info.value)
 
 
 def test_cuda_states_are_restored_for_the_gpus_there_are(monkeypatch):

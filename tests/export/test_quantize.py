@@ -69,3 +69,12 @@ def test_quantize_checks_its_data_before_exporting_and_follows_moved_data(
     )
     run_export(cfg)
     assert len(exported) == 1
+    # The embedded textures read no files: a data_root for them is a mistake, named.
+    cfg = export_config(
+        f"checkpoint={smoke_checkpoint}", f"out={tmp_path / 'c'}", "quantize=true",
+        f"data_root={moved_to}",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"data_root=.*new_place: checkpoint .* was trained on "
+                       r"data=textures, which reads no files; leave data_root unset"):  # fmt: skip
+        run_export(cfg)
+    assert len(exported) == 1 and not (tmp_path / "c").exists()
