@@ -1,4 +1,5 @@
-"""The decoded architecture: a cell and a network path (DESIGN §5), with its JSON file format.
+"""The decoded architecture: a cell and a network path, with its JSON file format (README: The
+run directory).
 
 A :class:`Genotype` is a small immutable value. Its file form (``autodeeplab-genotype-v1``) is a
 public contract: reading a malformed file raises :class:`GenotypeError` naming the file and what is

@@ -1,4 +1,5 @@
-"""Segmentation metrics (public path of DESIGN §7): ``from autodeeplab.metrics import ...``."""
+"""Segmentation metrics at the public path of the README's Python API:
+``from autodeeplab.metrics import ConfusionMatrix``."""
 
 from autodeeplab.engine.metrics import ConfusionMatrix
 

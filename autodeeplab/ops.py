@@ -1,4 +1,4 @@
-"""The operation table of the search space (DESIGN §2), shared by the supernet and decoded models.
+"""The operation table of the search space [P §4.1], shared by the supernet and decoded models.
 
 Every op maps ``(N, C, H, W)`` to ``(N, C, H', W')`` with ``H' = ceil(H / stride)``. The factories
 in :data:`OPS` take ``(channels, stride, affine)``; the supernet uses ``affine=False`` (the usual

@@ -1,5 +1,5 @@
-"""Analysis of a search run directory (DESIGN §8): load it, compute entropies and genotype
-changes, and draw matplotlib figures of alpha, beta, the network path and the cell.
+"""Analysis of a search run directory (README: The run directory): load it, compute entropies
+and genotype changes, and draw matplotlib figures of alpha, beta, the network path and the cell.
 
 ``python -m autodeeplab.analysis RUN_DIR`` writes every figure as PNG; the notebook
 ``notebooks/analyze_search.ipynb`` shows them with explanations.

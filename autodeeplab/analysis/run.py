@@ -1,5 +1,5 @@
-"""A search run directory (DESIGN §8) loaded for analysis: architecture history, per-epoch
-records and genotypes, the final genotype and the configuration."""
+"""A search run directory (README: The run directory) loaded for analysis: architecture
+history, per-epoch records and genotypes, the final genotype and the configuration."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class CheckConfig:
     # The dataset: data.name, data.root, data.num_classes, data.ignore_index, data.options; its
     # training keys (crop, scale, flip, sample counts, num_workers) are not read here.
     data: DataConfig = field(default_factory=DataConfig)
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])  # of train, val, test
     max_samples: int | None = None  # check only the first N samples per split (None: all)
     progress: bool = True  # progress bars on stderr
 

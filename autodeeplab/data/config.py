@@ -12,7 +12,8 @@ from autodeeplab.engine.config import RangeCheck
 
 @dataclass
 class DataConfig:
-    """Which data the search runs on (``data=<name>``)."""
+    """Which data a stage reads (``data=<name>``); the augmentation keys (crop, scale, flip)
+    apply to training (search, retrain) only."""
 
     # Required in every conf/data/*.yaml (MISSING defaults, so `???` there stays required).
     name: str = MISSING  # a registered dataset (autodeeplab.data.DATASETS)

@@ -29,6 +29,6 @@ class EvaluateConfig:
     # .json beside the run: see autodeeplab.evaluate.run.results_path)
     out: str | None = None
     overwrite: bool = False  # replace an existing results file
-    device: str = "auto"
-    threads: int | None = None
-    progress: bool = True
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    progress: bool = True  # progress bars

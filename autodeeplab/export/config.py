@@ -25,7 +25,8 @@ class ExportConfig:
     # for a preset.
     out: str | None = None
     overwrite: bool = False  # replace an existing export in the output folder
-    export_size: list[int] = field(default_factory=lambda: [513, 513])  # (H, W) traced at
+    # (H, W) of the example image the export traces; the exported graph takes any size.
+    export_size: list[int] = field(default_factory=lambda: [513, 513])
     # (H, W) of the second parity check: differs from export_size and is odd, so a size baked
     # into the exported graph shows up as an error or a mismatch.
     check_size: list[int] = field(default_factory=lambda: [385, 449])

@@ -26,7 +26,7 @@ class TrainConfig:
     iterations: int = 90_000  # weight updates in all
     batch_size: int = 8  # images per update (per process under torchrun)
     lr: float = 0.05  # poly schedule from lr to 0: lr * (1 - step / iterations) ** power
-    power: float = 0.9
+    power: float = 0.9  # exponent of the poly schedule (see lr)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 4e-5  # L2 on every weight
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
@@ -47,7 +47,7 @@ class LossConfig:
     terms: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     ohem_thresh: float = 0.7  # OHEM: keep pixels whose probability of the truth is below this
     ohem_min_kept: int = 100_000  # ... but at least this many (hardest) pixels per batch
-    focal_gamma: float = 2.0
+    focal_gamma: float = 2.0  # focal loss: (1 - p_truth) ** gamma weights each pixel's CE
 
 
 @dataclass

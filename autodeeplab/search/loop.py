@@ -1,5 +1,5 @@
 """The search loop [P §4.2, §5.1]: alternating weight and architecture steps, per-epoch
-evaluation, decoding, records and an exactly resumable checkpoint (DESIGN §3, §8)."""
+evaluation, decoding, records and an exactly resumable checkpoint (README: The run directory)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""What a search leaves in its run directory (DESIGN §8): architecture history, per-epoch
-metrics and genotypes, TensorBoard scalars, heatmaps and text."""
+"""What a search leaves in its run directory (README: The run directory): architecture history,
+per-epoch metrics and genotypes, TensorBoard scalars, heatmaps and text."""
 
 from __future__ import annotations
 
