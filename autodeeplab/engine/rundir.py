@@ -136,6 +136,7 @@ def open_run_dir(
 
     def start() -> dict[str, Any] | None:
         nonlocal handle
+        made_lock = not (run_dir / ".lock").exists()
         handle = lock_run_dir(run_dir)
         try:
             check_run_dir(run_dir, resume, outputs)
@@ -151,6 +152,8 @@ def open_run_dir(
                 on_start()
             return state
         except BaseException:
+            if made_lock:  # refused before anything was written: no lock file is left either
+                (run_dir / ".lock").unlink(missing_ok=True)
             handle.close()
             handle = None
             raise

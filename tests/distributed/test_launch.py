@@ -187,3 +187,22 @@ def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
     busy = _job_dir(tmp_path, "busy")
     _refuse(busy, error=FileExistsError("another run is using it"))
     assert [p.name for p in busy.iterdir()] == ["search.log"]
+
+
+def test_a_refused_resume_of_a_new_directory_leaves_nothing_behind(tmp_path):
+    # resume=true with a new hydra.run.dir: the directory is locked, then refused (no
+    # checkpoint); the lock file this job made goes with it.
+    from autodeeplab.engine.rundir import open_run_dir
+
+    fresh = _job_dir(tmp_path, "fresh")
+    with pytest.raises(SystemExit), user_errors(logging.getLogger("test_launch"), fresh):
+        with open_run_dir(fresh, resume=True, config={}, on_start=lambda: pytest.fail("started")):
+            pass
+    assert not fresh.exists()
+    # A lock file that was there before (an earlier run's directory) stays.
+    earlier = _job_dir(tmp_path, "earlier")
+    (earlier / ".lock").write_text("")
+    with pytest.raises(SystemExit), user_errors(logging.getLogger("test_launch"), earlier):
+        with open_run_dir(earlier, resume=True, config={}):
+            pass
+    assert sorted(p.name for p in earlier.iterdir()) == [".lock", "search.log"]
