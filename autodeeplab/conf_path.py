@@ -20,8 +20,9 @@ if not (_ROOT / "conf" / "search.yaml").is_file():
 
 def stage_search_path(*folders: str) -> str:
     """The Hydra override that adds ``folders`` to the config search path: a stage whose own
-    configs live in ``conf/<stage>/`` also finds the shared groups of ``conf/`` (``data``) and
-    the experiment configs under ``experiments/``."""
+    configs live in ``conf/<stage>/`` also finds the shared groups of ``conf/`` (``data``, and
+    ``hydra/help``, which every stage's defaults list picks, so composing any stage needs
+    ``conf/`` on its search path) and the experiment configs under ``experiments/``."""
     return "hydra.searchpath=[" + ",".join(f"file://{folder}" for folder in folders) + "]"
 
 

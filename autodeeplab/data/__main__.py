@@ -97,9 +97,13 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     finally:
-        # Hydra made a run directory; a check writes nothing into it, so none is left behind.
-        with contextlib.suppress(OSError):
-            Path(HydraConfig.get().runtime.output_dir).rmdir()  # only if empty
+        # Hydra made a run directory under autodeeplab-check/ (the default hydra.run.dir); a
+        # check writes nothing into it, so none is left behind. A folder named on the command
+        # line is the user's and stays.
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        if run_dir.parent.name == "autodeeplab-check":
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty
     print(report)
 
 

@@ -4,6 +4,7 @@ resumed only with the settings they started with."""
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,13 +70,22 @@ def lock_run_dir(run_dir: Path) -> IO:
     """Hold an exclusive lock on ``run_dir`` for this process (released when it exits, also
     when it is killed), so two runs never write into one directory."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 (held for the run's lifetime)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    path = run_dir / ".lock"
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 (held for the run's lifetime)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise FileExistsError(f"another run is using {run_dir}") from None
+        # A refused job removes the lock file it made (open_run_dir): a lock taken on that
+        # file just before it went locks nothing another job can see, so take it again.
+        try:
+            if os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise FileExistsError(f"another run is using {run_dir}") from None
-    return handle
 
 
 def check_resume_config(current: dict[str, Any], saved: dict[str, Any], path: Path) -> None:

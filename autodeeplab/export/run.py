@@ -159,12 +159,16 @@ def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | 
                 f"checkpoint {cfg.checkpoint} stores no data config; quantize=true needs it"
             )
         data = DataConfig(**config["data"])
-        if cfg.data_root is not None:
-            if data.root is None:
+        if data.name == "textures":
+            # Generated in memory, so it reads no files; a root that an earlier version stored
+            # (and ignored) is dropped.
+            if cfg.data_root is not None:
                 raise ValueError(
                     f"data_root={cfg.data_root}: checkpoint {cfg.checkpoint} was trained on "
-                    f"data={data.name}, which reads no files; leave data_root unset"
+                    "data=textures, which is generated in memory; leave data_root unset"
                 )
+            data = dataclasses.replace(data, root=None)
+        elif cfg.data_root is not None:
             data = dataclasses.replace(data, root=cfg.data_root)
         # Read the calibration and validation data now rather than after the export.
         for split in ("train", "val"):

@@ -156,6 +156,10 @@ def test_cli_refuses_an_added_key(tmp_path):
         "['data', 'max_samples', 'progress', 'splits']"
     )
     assert not any((tmp_path / "tmp" / "autodeeplab-check").iterdir())
+    mine = tmp_path / "mine"  # a run directory named on the command line stays
+    mine.mkdir()
+    assert _cli(tmp_path, "max_samples=1", f"hydra.run.dir={mine}").returncode == 0
+    assert mine.is_dir()
 
 
 @pytest.mark.slow

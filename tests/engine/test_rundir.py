@@ -76,3 +76,29 @@ def test_outputs_may_be_patterns_and_hydras_own_record_is_no_earlier_run(tmp_pat
         check_run_dir(tmp_path, resume=False, outputs=("events.out.tfevents.*",))
     with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint cannot"):
         check_run_dir(tmp_path, resume=True, outputs=("events.out.tfevents.*",))
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
+    # Another job's refusal removes the lock file it made; a job that opened that file just
+    # before must not keep a lock on it, which a third job could not see.
+    import fcntl
+    import os
+
+    from autodeeplab.engine import rundir
+
+    real_flock, calls = fcntl.flock, []
+
+    def flock(handle, flags):
+        real_flock(handle, flags)
+        calls.append(handle)
+        if len(calls) == 1:
+            (tmp_path / ".lock").unlink()  # as the refused job does, between open and flock
+
+    monkeypatch.setattr(rundir.fcntl, "flock", flock)
+    handle = rundir.lock_run_dir(tmp_path)
+    assert len(calls) == 2 and calls[0].closed and handle is calls[1]
+    assert os.fstat(handle.fileno()).st_ino == (tmp_path / ".lock").stat().st_ino
+    monkeypatch.setattr(rundir.fcntl, "flock", real_flock)
+    with pytest.raises(FileExistsError, match="another run is using"):
+        rundir.lock_run_dir(tmp_path)
+    handle.close()

@@ -74,7 +74,14 @@ def test_quantize_checks_its_data_before_exporting_and_follows_moved_data(
         f"checkpoint={smoke_checkpoint}", f"out={tmp_path / 'c'}", "quantize=true",
         f"data_root={moved_to}",
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"data_root=.*new_place: checkpoint .* was trained on "
-                       r"data=textures, which reads no files; leave data_root unset"):  # fmt: skip
+    message = r"data_root=.*new_place: checkpoint .* trained on data=textures, which is generated"
+    with pytest.raises(ValueError, match=message + " in memory; leave data_root unset"):
         run_export(cfg)
     assert len(exported) == 1 and not (tmp_path / "c").exists()
+    # A textures root stored (and ignored) by an earlier version is dropped, not refused.
+    state = load_checkpoint(smoke_checkpoint)
+    state["config"]["data"]["root"] = "/old/ignored"
+    stored = tmp_path / "stored_root.pt"
+    save_checkpoint(state, stored)
+    run_export(export_config(f"checkpoint={stored}", f"out={tmp_path / 'd'}", "quantize=true"))
+    assert len(exported) == 2
