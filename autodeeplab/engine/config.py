@@ -3,6 +3,7 @@ values out of range refused by key (:class:`RangeCheck`)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
@@ -77,8 +78,10 @@ def _check_keys(values: Any, schema: type, prefix: str) -> None:
     known = {f.name: f for f in fields(schema)}
     for key, value in values.items():
         if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            guess = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ValueError(
-                f"unknown config key '{prefix}{key}'; known keys here: {sorted(known)}"
+                f"unknown config key '{prefix}{key}'{guess}; known keys here: {sorted(known)}"
             )
         target = known[key].default_factory() if callable(known[key].default_factory) else None
         if is_dataclass(target) and value is not None:

@@ -152,7 +152,7 @@ def test_cli_refuses_an_added_key(tmp_path):
     result = _cli(tmp_path, "+max_sample=2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: unknown config key 'max_sample'; known keys here: "
+        "error: unknown config key 'max_sample' (did you mean 'max_samples'?); known keys here: "
         "['data', 'max_samples', 'progress', 'splits']"
     )
     assert not any((tmp_path / "tmp" / "autodeeplab-check").iterdir())

@@ -79,7 +79,10 @@ def test_unknown_key_is_an_error_naming_it():
 def test_added_key_is_refused_by_the_schema_check():
     with pytest.raises((ValueError, ConfigCompositionException, ConfigKeyError)) as err:
         to_search_config(_compose(["+search.epohcs=3"]))
-    assert "epohcs" in str(err.value)
+    assert "unknown config key 'search.epohcs' (did you mean 'search.epochs'?)" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        to_search_config(_compose(["+search.zzz=3"]))  # nothing close: no guess
+    assert "unknown config key 'search.zzz'; known keys here: [" in str(err.value)
 
 
 def test_wrong_type_is_an_error_naming_the_key():
