@@ -30,7 +30,12 @@ from autodeeplab.data.config import DataConfig
 from autodeeplab.data.split import derive_seed, pad_collate
 from autodeeplab.data.transforms import ColorJitter, Compose
 from autodeeplab.engine import distributed
-from autodeeplab.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
+from autodeeplab.engine.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.losses import build_loss
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
@@ -216,6 +221,42 @@ def restore_rng(state: dict[str, Any], seed: int) -> None:
             torch.manual_seed(derive_seed(seed, state["step"], distributed.rank()))
 
 
+def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: one JSON line per validation record."""
+    atomic_write_text(
+        run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    )
+
+
+def log_validation(writer: Any, record: dict[str, Any]) -> None:
+    """A validation record's scalars in TensorBoard, at its step."""
+    for tag, key in (("val/miou", "miou"), ("val/pixel_acc", "pixel_acc"), ("lr", "lr")):
+        writer.add_scalar(tag, record[key], record["step"])
+    writer.flush()
+
+
+def _best_on_disk(run_dir: Path, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best record of a resumed run: the one ``best.pt`` holds where it differs from the
+    checkpoint's. ``best.pt`` is written before ``last.pt``, so a run killed between the two
+    writes resumes from an earlier ``last.pt``; where the repeated steps then score otherwise
+    (nondeterministic kernels), ``best.pt`` keeps the model of the lost run, and later
+    validations must beat that model's score to replace it."""
+    path = run_dir / BEST
+    if not path.is_file():
+        return best
+    on_disk = load_checkpoint(path, required=("best",))["best"]
+    if on_disk is not None and on_disk["step"] != (best or {}).get("step"):
+        log.warning(
+            "%s holds iteration %d (val mIoU %.3f), which the resumed checkpoint does not "
+            "record as the best; later iterations must beat it to replace it",
+            path,
+            on_disk["step"],
+            on_disk["miou"],
+        )
+        return on_disk
+    return best
+
+
 def _retrain(
     cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None, inputs: RetrainInputs
 ) -> dict[str, Any]:
@@ -253,6 +294,7 @@ def _retrain(
         schedule.load_state_dict(state["schedule"])
         restore_rng(state, cfg.seed)
         step, records, best = state["step"], state["records"], state["best"]
+        best = _best_on_disk(run_dir, best)
         log.info("resumed %s at iteration %d", run_dir, step)
     elif world > 1:
         # Same weights on every rank (same seed above), but each rank its own Drop Path draws.
@@ -282,6 +324,7 @@ def _retrain(
             "rng": rngs[0],
             "records": records,
             "best": best,
+            "step_loss": step_loss,  # for TensorBoard on resume
         }
         if world > 1:
             saved["rank_rng"] = rngs
@@ -295,7 +338,17 @@ def _retrain(
         writer = SummaryWriter(str(run_dir), purge_step=step or None)
     steps_per_epoch = len(train_data) // world // train.batch_size
     losses: list[float] = []
-    began = time.perf_counter()
+    step_loss: float | None = None  # the loss of the step taken last
+    # ``seconds`` in the records counts the training time of every run of this directory.
+    began = time.perf_counter() - (records[-1]["seconds"] if records else 0.0)
+    if state is not None and main:
+        # A kill may have fallen between the checkpoint and the files derived from it, and
+        # TensorBoard hides the entries from the checkpoint's step on: both are written again.
+        write_metrics(run_dir, records)
+        if writer is not None and records and records[-1]["step"] == step:
+            if state.get("step_loss") is not None:
+                writer.add_scalar("loss/train", state["step_loss"], step)
+            log_validation(writer, records[-1])
     bar = tqdm(
         total=train.iterations,
         initial=step,
@@ -330,11 +383,12 @@ def _retrain(
             step_lr = schedule.get_last_lr()[0]  # the rate of the step just taken
             schedule.step()
             step += 1
-            losses.append(loss.item())
+            step_loss = loss.item()
+            losses.append(step_loss)
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
             if writer is not None:
-                writer.add_scalar("loss/train", losses[-1], step)  # rank 0's batch
+                writer.add_scalar("loss/train", step_loss, step)  # rank 0's batch
             if step % train.val_every == 0 or step == train.iterations:
                 # Each rank's BatchNorm running statistics follow its own batches (unless
                 # synchronised): evaluate and save rank 0's on every rank, so that the ranks
@@ -368,15 +422,9 @@ def _retrain(
                 # resume believing in a best that ``best.pt`` does not hold.
                 checkpoint(*([run_dir / BEST] if improved else []), run_dir / CHECKPOINT)
                 if main:
-                    atomic_write_text(
-                        run_dir / "metrics.jsonl",
-                        "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
-                    )
+                    write_metrics(run_dir, records)
                 if writer is not None:
-                    writer.add_scalar("val/miou", record["miou"], step)
-                    writer.add_scalar("val/pixel_acc", record["pixel_acc"], step)
-                    writer.add_scalar("lr", record["lr"], step)
-                    writer.flush()
+                    log_validation(writer, record)
                 log.info(
                     "iteration %d/%d: train_loss %.3f val mIoU %.3f%s",
                     step,

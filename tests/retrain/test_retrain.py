@@ -349,3 +349,92 @@ def test_colour_jitter_is_applied_before_normalisation():
     steps = train_transform(data, 0.3).transforms
     assert isinstance(steps[-2], ColorJitter) and isinstance(steps[-1], Normalize)
     assert not any(isinstance(t, ColorJitter) for t in train_transform(data, 0.0).transforms)
+
+
+def _scalars(run_dir):
+    """TensorBoard's scalars in ``run_dir`` as it shows them: ``{tag: [(step, value)]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("killed_in", ["evaluate_model", "write_metrics"])
+def test_resume_writes_the_same_metrics_and_tensorboard_entries(
+    retrain_config, tmp_path, monkeypatch, killed_in
+):
+    # Killed in the second (last) validation: before its checkpoint (the run resumes from the
+    # first one, whose TensorBoard entries the resume hides), or after it (nothing is left to
+    # run, but metrics.jsonl and TensorBoard lack the validation).
+    settings = ("experiment=smoke", "tensorboard=true")
+    run_retrain(retrain_config(*settings), tmp_path / "full")
+    real = getattr(retrain_loop, killed_in)
+    calls = []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_loop, killed_in, killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config(*settings), tmp_path / "crashed")
+    monkeypatch.setattr(retrain_loop, killed_in, real)
+    assert len(_metrics(tmp_path / "crashed")) == 1
+    run_retrain(retrain_config(*settings, "resume=true"), tmp_path / "crashed")
+
+    full, resumed = _metrics(tmp_path / "full"), _metrics(tmp_path / "crashed")
+    assert [r["step"] for r in resumed] == [12, 24]
+    times = [r["seconds"] for r in resumed]
+    assert 0 < times[0] <= times[1]  # the training time of both runs
+
+    def measured_alike(records):  # not the time and memory, which differ between runs
+        return [
+            {k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mib")} for r in records
+        ]
+
+    assert measured_alike(full) == measured_alike(resumed)
+    expected = _scalars(tmp_path / "full")
+    assert set(expected) == {"loss/train", "val/miou", "val/pixel_acc", "lr"}
+    assert [s for s, _ in expected["loss/train"]] == list(range(1, 25))
+    assert _scalars(tmp_path / "crashed") == expected
+
+
+@pytest.mark.slow
+def test_a_best_checkpoint_of_the_lost_run_stays_the_best_until_beaten(
+    retrain_config, tmp_path, monkeypatch, caplog
+):
+    # Killed between the writes of a new best.pt and last.pt; the repeated steps then score
+    # lower than the lost run did (as nondeterministic kernels may): best.pt must keep the
+    # lost run's model, and the run's best must say so.
+    real_save = retrain_loop.save_checkpoint
+
+    def crash_before_last(state, path):
+        if state["step"] == 24 and Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+        real_save(state, path)
+
+    monkeypatch.setattr(retrain_loop, "save_checkpoint", crash_before_last)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(retrain_config("experiment=smoke"), tmp_path)
+    monkeypatch.setattr(retrain_loop, "save_checkpoint", real_save)
+    lost = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
+    assert lost["step"] == lost["best"]["step"] == 24
+    lost["best"]["miou"] = 0.99  # the lost run scored higher than the repeated step will
+    real_save(lost, tmp_path / "checkpoints/best.pt")
+
+    best = run_retrain(retrain_config("experiment=smoke", "resume=true"), tmp_path)
+    assert best == lost["best"]
+    saved = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
+    assert saved["best"] == lost["best"]
+    for name, tensor in lost["model"].items():
+        assert torch.equal(saved["model"][name], tensor), name
+    assert "does not record as the best" in caplog.text
