@@ -171,26 +171,31 @@ USER_ERRORS = (
 def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[None]:
     """Around a stage's work: a user error becomes one ``log.error`` line and ``exit(2)``.
 
-    ``run_dir`` is the directory Hydra made for this job, with its (empty) log file: where the
-    settings are refused before anything else is written there, it is removed again, so that
-    refused commands leave no empty run directories behind (the error is on the console)."""
+    ``run_dir`` is the directory Hydra made for this job. Where the settings are refused before
+    anything was written there, the refusal goes to the console only and the directory is
+    removed again, so that refused commands leave no run directories behind; a directory that
+    belongs to another run (``FileExistsError``) gets nothing of the refusal either. The stages
+    open their log file with its first line (``delay`` in their Hydra logging config); an empty
+    log file, as Hydra's default logging makes it, counts as nothing written."""
     from omegaconf.errors import MissingMandatoryValue
 
-    fresh = _empty_logs(run_dir) if run_dir is not None else []
+    fresh = _empty_logs(run_dir) if run_dir is not None else None
     try:
         yield
     except (*USER_ERRORS, MissingMandatoryValue) as err:
-        if isinstance(err, FileExistsError):
-            # The run directory (or file) belongs to an earlier or running job: its log file,
-            # which Hydra opened for this one, gets nothing of this refusal.
+        # Another run's directory, even one that holds nothing yet, is left as it is.
+        others = isinstance(err, FileExistsError)
+        # Still only the empty logs seen on entry: nothing but this job has written there.
+        untouched = (
+            not others
+            and fresh is not None
+            and distributed.world_size() == 1
+            and _empty_logs(run_dir) == fresh
+        )
+        if untouched or others:
             _close_log_files()
-            fresh = []
-        # Still only the empty logs seen on entry (checked before this error is logged):
-        # nothing but this job has written there, so nothing is lost with it.
-        remove = bool(fresh) and distributed.world_size() == 1 and _empty_logs(run_dir) == fresh
         log.error("%s", user_message(err))
-        if remove:
-            _close_log_files()
+        if untouched:
             try:
                 for path in fresh:
                     path.unlink()
@@ -200,15 +205,15 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[No
         sys.exit(2)
 
 
-def _empty_logs(run_dir: Path) -> list[Path]:
-    """The log files of ``run_dir`` where it holds nothing else and they are all empty, as
-    Hydra leaves a job's new directory; else an empty list."""
+def _empty_logs(run_dir: Path) -> list[Path] | None:
+    """The log files of ``run_dir`` where it holds nothing else and they are all empty (none
+    at all for an empty directory), as Hydra leaves a job's new directory; else None."""
     try:
         entries = sorted(run_dir.iterdir())
     except OSError:
-        return []
+        return None
     logs = [p for p in entries if p.suffix == ".log" and p.is_file() and p.stat().st_size == 0]
-    return logs if logs and len(logs) == len(entries) else []
+    return logs if len(logs) == len(entries) else None
 
 
 def user_message(err: BaseException) -> str:

@@ -19,8 +19,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
-def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Load a checkpoint on the CPU, with clear errors for a missing or foreign file."""
+def load_checkpoint(
+    path: str | os.PathLike, *, required: tuple[str, ...] = (), stage: str | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, with clear errors for a missing or foreign file, one that
+    lacks a ``required`` key, or one written by another stage than ``stage`` (its ``stage``
+    key, where it has one)."""
     path = Path(path)
     if path.is_dir():
         # A run directory keeps its checkpoints in checkpoints/.
@@ -51,10 +55,23 @@ def load_checkpoint(path: str | os.PathLike, *, required: tuple[str, ...] = ()) 
         raise ValueError(
             f"checkpoint {path} holds a {type(state).__name__}, not this library's checkpoint"
         )
+    written_by = state.get("stage")
+    if stage is not None and written_by is not None and written_by != stage:
+        raise ValueError(f"checkpoint {path} is a {written_by} checkpoint; expected a {stage} one")
     missing = [key for key in required if key not in state]
     if missing:
         raise ValueError(f"checkpoint {path} lacks keys {missing}; is it from another stage?")
     return state
+
+
+def checkpoint_stage(path: str | os.PathLike) -> str | None:
+    """The stage that wrote the checkpoint at ``path`` (its ``stage`` key), without reading its
+    tensors; None where it has no such key or cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a torn or foreign file: the caller's own load says what is wrong
+        return None
+    return state.get("stage") if isinstance(state, dict) else None
 
 
 def _numpy_state() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from autodeeplab.engine import distributed
-from autodeeplab.engine.checkpoint import load_checkpoint
+from autodeeplab.engine.checkpoint import checkpoint_stage, load_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -38,12 +38,21 @@ def _may_differ(key: str) -> bool:
     return key in RETIRED_KEYS or any(key == k or key.startswith(k + ".") for k in RUNTIME_KEYS)
 
 
-def check_run_dir(run_dir: Path, resume: bool, outputs: tuple[str, ...] = ()) -> None:
-    """Refuse to start over an earlier run (nothing is overwritten) or to resume nothing.
+def check_run_dir(
+    run_dir: Path, resume: bool, outputs: tuple[str, ...] = (), stage: str | None = None
+) -> None:
+    """Refuse to start over an earlier run (nothing is overwritten), to resume nothing, or to
+    resume another stage's run (``stage``: this one's name, as its checkpoints record it).
     ``outputs``: files besides the checkpoint that mark an earlier run, as paths or glob
     patterns relative to ``run_dir``. (Not ``.hydra/config.yaml``: with ``hydra.output_subdir``
     set, Hydra writes it before a new run starts.)"""
     checkpoint = run_dir / CHECKPOINT
+    other = checkpoint_stage(checkpoint) if checkpoint.exists() else None
+    if stage is not None and other is not None and other != stage:
+        raise FileExistsError(
+            f"{run_dir} holds a {other} run ({CHECKPOINT}), which a {stage} cannot continue or "
+            "overwrite; choose another hydra.run.dir"
+        )
     earlier = [CHECKPOINT] if checkpoint.exists() else []
     for pattern in outputs:
         earlier += sorted(p.relative_to(run_dir) for p in run_dir.glob(pattern))
@@ -131,11 +140,13 @@ def open_run_dir(
     config: dict[str, Any],
     outputs: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
+    stage: str | None = None,
     check_state: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any] | None]:
     """Lock and check ``run_dir`` (:func:`lock_run_dir`, :func:`check_run_dir`), load and check
-    the checkpoint to resume (``config`` as a plain dict, ``required`` its keys, then the
+    the checkpoint to resume (``config`` as a plain dict, ``required`` its keys, ``stage`` the
+    stage that must have written it, then the
     caller's ``check_state``) and call ``on_start``; yields the checkpoint (None for a new run)
     and holds the lock until the end. Every refusal comes before ``on_start``, which records
     the command in the directory.
@@ -149,11 +160,11 @@ def open_run_dir(
         made_lock = not (run_dir / ".lock").exists()
         handle = lock_run_dir(run_dir)
         try:
-            check_run_dir(run_dir, resume, outputs)
+            check_run_dir(run_dir, resume, outputs, stage)
             state = None
             if resume:
                 path = run_dir / CHECKPOINT
-                state = load_checkpoint(path, required=required)
+                state = load_checkpoint(path, required=required, stage=stage)
                 check_resume_config(config, state["config"], path)
                 check_resume_world_size(state.get("world_size", 1), distributed.world_size(), path)
                 if check_state is not None:

@@ -150,6 +150,7 @@ def run_retrain(
     inputs = RetrainInputs.load(cfg)
     with open_run_dir(
         run_dir,
+        stage="retrain",
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
         # TensorBoard's file marks a run that stopped before its first checkpoint.

@@ -360,6 +360,7 @@ def run_search(
     datasets = SearchData.datasets(cfg)
     with open_run_dir(
         run_dir,
+        stage="search",
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
         outputs=("genotype.json", "split.json"),

@@ -189,6 +189,33 @@ def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
     assert [p.name for p in busy.iterdir()] == ["search.log"]
 
 
+def test_a_refused_command_with_a_delayed_log_file_leaves_nothing_behind(tmp_path):
+    # The stages open their log file with its first line: Hydra leaves the job an empty
+    # directory, and the refusal, on the console only, creates no log file.
+    handler = logging.FileHandler(tmp_path / "fresh" / "search.log", delay=True)
+    (tmp_path / "fresh").mkdir()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        _refuse(tmp_path / "fresh")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert not (tmp_path / "fresh").exists()
+    # Another run's directory (refused with FileExistsError) gets no log file either.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "genotype.json").write_text("{}")
+    handler = logging.FileHandler(other / "retrain.log", delay=True)
+    root.addHandler(handler)
+    try:
+        _refuse(other, error=FileExistsError(f"{other} holds a search run"))
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert [p.name for p in other.iterdir()] == ["genotype.json"]
+
+
 def test_a_refused_resume_of_a_new_directory_leaves_nothing_behind(tmp_path):
     # resume=true with a new hydra.run.dir: the directory is locked, then refused (no
     # checkpoint); the lock file this job made goes with it.

@@ -3,7 +3,13 @@ import json
 import pytest
 import torch
 
-from autodeeplab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from autodeeplab.engine.checkpoint import (
+    checkpoint_stage,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def test_rng_state_restores_every_generator():
@@ -29,6 +35,19 @@ def test_round_trip_and_required_keys(tmp_path):
     assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
     with pytest.raises(ValueError, match=r"last.pt lacks keys \['config'\]"):
         load_checkpoint(tmp_path / "last.pt", required=("config",))
+
+
+def test_a_checkpoint_of_another_stage_is_named_as_such(tmp_path):
+    save_checkpoint({"stage": "search", "epoch": 2}, tmp_path / "last.pt")
+    assert checkpoint_stage(tmp_path / "last.pt") == "search"
+    assert load_checkpoint(tmp_path / "last.pt", stage="search")["epoch"] == 2
+    with pytest.raises(ValueError, match="last.pt is a search checkpoint; expected a retrain one"):
+        load_checkpoint(tmp_path / "last.pt", required=("step",), stage="retrain")
+    save_checkpoint({"epoch": 2}, tmp_path / "plain.pt")  # written before checkpoints said
+    assert checkpoint_stage(tmp_path / "plain.pt") is None
+    assert load_checkpoint(tmp_path / "plain.pt", stage="retrain")["epoch"] == 2
+    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 torn")
+    assert checkpoint_stage(tmp_path / "torn.pt") is None
 
 
 def _write_foreign(tmp_path, kind):

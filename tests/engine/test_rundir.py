@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from autodeeplab.engine.checkpoint import save_checkpoint
 from autodeeplab.engine.rundir import CHECKPOINT, check_resume_config, check_run_dir
 
 SAVED = {
@@ -102,3 +103,12 @@ def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatc
     with pytest.raises(FileExistsError, match="another run is using"):
         rundir.lock_run_dir(tmp_path)
     handle.close()
+
+
+def test_another_stages_run_is_refused_resumed_or_not(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    save_checkpoint({"stage": "search"}, tmp_path / CHECKPOINT)
+    for resume in (False, True):
+        with pytest.raises(FileExistsError, match="holds a search run .* a retrain cannot"):
+            check_run_dir(tmp_path, resume, stage="retrain")
+    check_run_dir(tmp_path, True, stage="search")

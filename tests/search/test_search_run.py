@@ -120,6 +120,18 @@ def test_a_finished_run_is_never_overwritten(smoke_run):
     assert "already holds a run" in result.stderr + result.stdout
     assert {name: (smoke_run / name).read_bytes() for name in kept} == before
 
+    # Nor does another stage take it over, resumed or not, or leave its log file there.
+    listing = sorted(p.name for p in smoke_run.iterdir())
+    for extra in ([], ["resume=true"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "autodeeplab.retrain", "experiment=smoke", "progress=false",
+             f"hydra.run.dir={smoke_run}", *extra],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "holds a search run" in result.stderr + result.stdout
+        assert sorted(p.name for p in smoke_run.iterdir()) == listing
+
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     extra = ["search.epochs=4", "data.train_samples=32"]
