@@ -112,6 +112,10 @@ class Genotype:
     def from_json(cls, path: str | os.PathLike, *, levels: int = 4) -> Genotype:
         """Read a genotype file (v1 format)."""
         path = Path(path)
+        if path.is_dir():
+            inside = path / "genotype.json"
+            hint = f" (a search run's is {inside})" if inside.is_file() else ""
+            raise GenotypeError(f"{path}: is a directory; expected a genotype file{hint}")
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:

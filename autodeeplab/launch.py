@@ -155,6 +155,52 @@ def torchrun_stage(config_dir: str, config_name: str) -> Iterator[None]:
         distributed.teardown(clean)
 
 
+def refuse_unknown_keys(
+    argv: Sequence[str], config_name: str, schema: type, config_dirs: Sequence[str]
+) -> None:
+    """Before Hydra composes a stage's config (``argv`` without the program name): an override
+    of a key the stage's ``schema`` lacks (a typo: ``serch.epochs=4``) exits with status 2 and
+    one line naming the closest known key, as the stage's own refusals do; Hydra's message would
+    suggest adding the key with ``+``, which the schema then refuses. Config groups (folders of
+    ``config_dirs``: ``experiment=smoke``), Hydra's own settings, additions (``+key``, checked
+    once composed) and overrides Hydra cannot parse are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from autodeeplab.engine.config import unknown_key_message
+
+    _, overrides = split_command_line(argv, config_name)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # Hydra reports it, with its own message
+    for override in parsed:
+        key = override.key_or_group
+        if (
+            override.is_add()
+            or override.is_force_add()
+            or override.package is not None
+            or key == "hydra"
+            or key.startswith(("hydra.", "hydra/"))
+            or "/" in key
+            or ("." not in key and any((Path(d) / key).is_dir() for d in config_dirs))
+        ):
+            continue
+        message = unknown_key_message(key, schema)
+        if message is not None:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+            handler.emit(
+                logging.makeLogRecord(
+                    {"name": f"autodeeplab.{config_name}", "levelname": "ERROR", "msg": message}
+                )
+            )
+            sys.exit(2)
+
+
+#: The console format of Hydra's default job logging, which the stages log through.
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
 #: Errors that mean the user asked for something wrong (a bad key, file or value): reported as
 #: one log line and exit status 2, never as a traceback.
 USER_ERRORS = (
@@ -218,7 +264,12 @@ def _empty_logs(run_dir: Path) -> list[Path] | None:
 
 def user_message(err: BaseException) -> str:
     """``err``'s message; for an error raised in a DataLoader worker process, which PyTorch
-    re-raises wrapped in the worker's traceback, the original message alone."""
+    re-raises wrapped in the worker's traceback, the original message alone; for a setting
+    left unset (``???`` in the config), which one to pass."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(err, MissingMandatoryValue) and getattr(err, "full_key", None):
+        return f"{err.full_key} is not set; pass {err.full_key}=<value>"
     text = str(err)
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]

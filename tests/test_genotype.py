@@ -86,6 +86,11 @@ def test_unreadable_and_invalid_json(tmp_path):
         Genotype.from_json(tmp_path / "y.json")
     with pytest.raises(GenotypeError, match="unknown genotype name"):
         Genotype.named("nope")
+    with pytest.raises(GenotypeError, match=r"is a directory; expected a genotype file$"):
+        Genotype.from_json(tmp_path)
+    Genotype.named("paper").to_json(tmp_path / "genotype.json")
+    with pytest.raises(GenotypeError, match=r"\(a search run's is .*genotype.json\)"):
+        Genotype.from_json(tmp_path)
 
 
 def test_genotype_is_frozen():

@@ -89,3 +89,27 @@ def test_help_of_the_search_leaves_out_the_other_stages(tmp_path):
     retrain, _ = _listed_groups("retrain", tmp_path)
     assert "cityscapes_paper" not in retrain["experiment"]  # a search experiment
     assert retrain["data"] == listed["data"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "typo", "message"),
+    [
+        ("search", "search.epoch=4", "'search.epoch' (did you mean 'search.epochs'?)"),
+        ("retrain", "train.iteration=10", "'train.iteration' (did you mean 'train.iterations'?)"),
+        ("evaluate", "chekpoint=x.pt", "'chekpoint' (did you mean 'checkpoint'?)"),
+        ("export", "~tolerence", "'tolerence' (did you mean 'tolerance'?)"),
+    ],
+)
+def test_a_misspelt_key_is_refused_naming_the_closest_one(stage, typo, message, tmp_path):
+    # Before Hydra composes the config: its own message would suggest adding the key (+key).
+    module = STAGES[stage][0]
+    result = subprocess.run(
+        [sys.executable, "-m", *module, "experiment=smoke", typo, f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2
+    assert f"[autodeeplab.{stage}][ERROR] - unknown config key {message}" in result.stderr
+    assert "+" not in result.stderr.split(message)[0][-80:]  # no hint to add the key
+    assert not (tmp_path / "run").exists()

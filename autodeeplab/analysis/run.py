@@ -151,6 +151,11 @@ def _read_records(path: Path) -> tuple[dict[str, Any], ...]:
 def load_run(run_dir: str | os.PathLike) -> SearchRun:
     """Read a search run directory; a missing or malformed file is an error naming it."""
     path = Path(run_dir)
+    if path.is_file():
+        raise NotADirectoryError(
+            f"{path} is a file; expected a search run directory (the folder that holds "
+            "arch_history.npz and genotypes/, such as this file's)"
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist")
     history = _read_history(_require(path, "arch_history.npz", "the architecture history"))

@@ -25,18 +25,7 @@ def load_checkpoint(
     """Load a checkpoint on the CPU, with clear errors for a missing or foreign file, one that
     lacks a ``required`` key, or one written by another stage than ``stage`` (its ``stage``
     key, where it has one)."""
-    path = Path(path)
-    if path.is_dir():
-        # A run directory keeps its checkpoints in checkpoints/.
-        found = sorted([*path.glob("*.pt"), *path.glob("checkpoints/*.pt")])
-        hint = (
-            f"checkpoint files there: {', '.join(map(str, found))}"
-            if found
-            else "no *.pt file is in it or in its checkpoints/ folder"
-        )
-        raise IsADirectoryError(f"checkpoint {path} is a directory; expected a file ({hint})")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    path = check_checkpoint_path(path)
     try:
         # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -62,6 +51,25 @@ def load_checkpoint(
     if missing:
         raise ValueError(f"checkpoint {path} lacks keys {missing}; is it from another stage?")
     return state
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` where it is a file; else the error :func:`load_checkpoint` would
+    raise (for a directory, the checkpoint files in it), for a stage to refuse before it
+    writes anything."""
+    path = Path(path)
+    if path.is_dir():
+        # A run directory keeps its checkpoints in checkpoints/.
+        found = sorted([*path.glob("*.pt"), *path.glob("checkpoints/*.pt")])
+        hint = (
+            f"checkpoint files there: {', '.join(map(str, found))}"
+            if found
+            else "no *.pt file is in it or in its checkpoints/ folder"
+        )
+        raise IsADirectoryError(f"checkpoint {path} is a directory; expected a file ({hint})")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
 
 
 def checkpoint_stage(path: str | os.PathLike) -> str | None:

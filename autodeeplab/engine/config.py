@@ -78,14 +78,39 @@ def _check_keys(values: Any, schema: type, prefix: str) -> None:
     known = {f.name: f for f in fields(schema)}
     for key, value in values.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            guess = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ValueError(
-                f"unknown config key '{prefix}{key}'{guess}; known keys here: {sorted(known)}"
-            )
-        target = known[key].default_factory() if callable(known[key].default_factory) else None
-        if is_dataclass(target) and value is not None:
-            _check_keys(value, type(target), f"{prefix}{key}.")
+            raise ValueError(_unknown_key(prefix, str(key), known))
+        nested = _nested_schema(known[key])
+        if nested is not None and value is not None:
+            _check_keys(value, nested, f"{prefix}{key}.")
+
+
+def _unknown_key(prefix: str, key: str, known: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    guess = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown config key '{prefix}{key}'{guess}; known keys here: {sorted(known)}"
+
+
+def _nested_schema(field: Any) -> type | None:
+    """The dataclass a schema field holds (its default's type), or None."""
+    target = field.default_factory() if callable(field.default_factory) else None
+    return type(target) if is_dataclass(target) else None
+
+
+def unknown_key_message(key: str, schema: type) -> str | None:
+    """Why the dotted ``key`` (``search.epochs``) names no setting of the dataclass ``schema``,
+    naming the closest known key; None where it does (or leads into a field that is not a
+    dataclass, such as a mapping of loss terms, whose keys are free)."""
+    node: type | None = schema
+    prefix = ""
+    for part in key.split("."):
+        if node is None:
+            return None
+        known = {f.name: f for f in fields(node)}
+        if part not in known:
+            return _unknown_key(prefix, part, known)
+        node = _nested_schema(known[part])
+        prefix += part + "."
+    return None
 
 
 class RangeCheck:

@@ -12,7 +12,7 @@ from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import store_schema, to_config
 from autodeeplab.evaluate.config import EvaluateConfig
 from autodeeplab.evaluate.run import run_evaluate
-from autodeeplab.launch import add_overrides, torchrun_stage, user_errors
+from autodeeplab.launch import add_overrides, refuse_unknown_keys, torchrun_stage, user_errors
 
 store_schema("evaluate_schema", EvaluateConfig)
 log = logging.getLogger("autodeeplab.evaluate")
@@ -25,6 +25,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unknown_keys(
+        sys.argv[1:], "evaluate", EvaluateConfig, [f"{CONF_DIR}/evaluate", CONF_DIR]
+    )
     add_overrides(sys.argv, [stage_search_path(CONF_DIR)])
     with torchrun_stage(f"{CONF_DIR}/evaluate", "evaluate"):  # several processes: see README
         main()

@@ -18,7 +18,7 @@ import torch
 from autodeeplab.data import dataset_from_config
 from autodeeplab.data.config import DataConfig
 from autodeeplab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from autodeeplab.engine.checkpoint import load_checkpoint
+from autodeeplab.engine.checkpoint import check_checkpoint_path, load_checkpoint
 from autodeeplab.export.benchmark import count_multi_adds, count_parameters, latency_report
 from autodeeplab.export.config import PRESET_PREFIX, ExportConfig
 from autodeeplab.export.formats import (
@@ -218,6 +218,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
         )
     latency_size = _size(cfg.latency_size, "latency_size")
     sizes = (export_size, check_size, latency_size)
+    if preset_name(cfg.checkpoint) is None:
+        check_checkpoint_path(cfg.checkpoint)  # a mistyped path first, not the output folder
     folder = export_dir(cfg)
     _claim(folder, cfg.overwrite)
     if cfg.threads is not None:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, EXPERIMENTS_DIR, stage_search_path
 from autodeeplab.engine.config import store_schema, to_config
-from autodeeplab.launch import add_overrides, torchrun_stage, user_errors
+from autodeeplab.launch import add_overrides, refuse_unknown_keys, torchrun_stage, user_errors
 from autodeeplab.retrain.config import RetrainConfig
 from autodeeplab.retrain.loop import run_retrain
 from autodeeplab.search.__main__ import save_run_config
@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    folders = [f"{CONF_DIR}/retrain", CONF_DIR, f"{EXPERIMENTS_DIR}/retrain"]
+    refuse_unknown_keys(sys.argv[1:], "retrain", RetrainConfig, folders)
     add_overrides(sys.argv, [stage_search_path(CONF_DIR, f"{EXPERIMENTS_DIR}/retrain")])
     with torchrun_stage(f"{CONF_DIR}/retrain", "retrain"):  # several processes: see README
         main()

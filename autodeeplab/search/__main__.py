@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.engine.config import store_schema
-from autodeeplab.launch import torchrun_stage, user_errors
+from autodeeplab.launch import refuse_unknown_keys, torchrun_stage, user_errors
 from autodeeplab.search.config import SearchConfig, to_search_config
 from autodeeplab.search.loop import run_search
 
@@ -42,5 +43,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unknown_keys(sys.argv[1:], "search", SearchConfig, [CONF_DIR])
     with torchrun_stage(CONF_DIR, "search"):  # several processes: see README
         main()

@@ -218,6 +218,9 @@ def test_load_run_names_a_damaged_file(smoke_dir, tmp_path, name, content, messa
 def test_load_run_of_a_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "nowhere")
+    (tmp_path / "genotype.json").write_text("{}")
+    with pytest.raises(NotADirectoryError, match="genotype.json is a file; expected a search run"):
+        load_run(tmp_path / "genotype.json")
 
 
 def test_run_dir_from_env_reads_relative_paths_from_where_jupyter_started(tmp_path):

@@ -233,3 +233,13 @@ def test_a_refused_resume_of_a_new_directory_leaves_nothing_behind(tmp_path):
         with open_run_dir(earlier, resume=True, config={}):
             pass
     assert sorted(p.name for p in earlier.iterdir()) == [".lock", "search.log"]
+
+
+def test_a_setting_left_unset_says_which_to_pass():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    cfg = OmegaConf.create({"data": {"root": "???"}})
+    with pytest.raises(MissingMandatoryValue) as caught:
+        OmegaConf.to_container(cfg, throw_on_missing=True)
+    assert user_message(caught.value) == "data.root is not set; pass data.root=<value>"

@@ -104,6 +104,16 @@ def test_an_existing_export_is_not_overwritten(exports, smoke_checkpoint, export
     assert (report.read_bytes(), report.stat().st_mtime_ns) == before
 
 
+def test_a_mistyped_checkpoint_is_named_before_the_output_folder(
+    exports, smoke_checkpoint, export_config
+):
+    # The default output folder holds an export; the checkpoint path is what is wrong.
+    folder = smoke_checkpoint.parent.parent / "export" / "onnx"
+    missing = smoke_checkpoint.parent / "bst.pt"
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*bst.pt does not exist"):
+        run_export(export_config(f"checkpoint={missing}", f"out={folder}"))
+
+
 def test_a_failed_overwrite_keeps_the_earlier_export(
     smoke_checkpoint, export_config, tmp_path, monkeypatch
 ):

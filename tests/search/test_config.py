@@ -106,3 +106,17 @@ def test_cli_reports_unknown_group_option_and_bad_key(tmp_path):
 def test_datasets_on_disk_require_a_root(option):
     with pytest.raises(Exception, match="data.root"):
         to_search_config(_compose([f"data={option}"]))
+
+
+def test_unknown_key_message_follows_dotted_keys_into_the_schema():
+    from autodeeplab.engine.config import unknown_key_message
+    from autodeeplab.retrain.config import RetrainConfig
+
+    assert unknown_key_message("search.epochs", SearchConfig) is None
+    assert unknown_key_message("data.root", SearchConfig) is None
+    assert unknown_key_message("serch.epochs", SearchConfig).startswith(
+        "unknown config key 'serch' (did you mean 'search'?)"
+    )
+    assert "'data.rot' (did you mean 'data.root'?)" in unknown_key_message("data.rot", SearchConfig)
+    assert unknown_key_message("loss.terms.dice", RetrainConfig) is None  # a mapping's keys
+    assert "known keys here: ['aspp_channels'" in unknown_key_message("model.x", RetrainConfig)
