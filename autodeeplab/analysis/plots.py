@@ -76,6 +76,7 @@ def plot_alpha_evolution(run: SearchRun) -> Figure:
             ax.set_title(run.edge_names[row], fontsize=9, fontweight="bold" if bold else "normal")
             if block == blocks:
                 ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 2.5
             if col == 0:
                 ax.set_ylabel("weight")
     fig.legend(lines[: len(run.op_names)], run.op_names, loc="outside right upper", fontsize=8)
@@ -173,5 +174,6 @@ def plot_genotype_changes(run: SearchRun) -> Figure:
     ax.set_yticks(range(blocks + layers), names + [f"layer {l}" for l in range(1, layers + 1)])
     ax.set_xlabel("epoch")
     ax.set_ylabel("genotype part")
-    ax.set_title(f"{run.name}: genotype changes (red), stable from epoch {stable} (dashed)")
+    # Two lines: the figure is as narrow as 6.5 inches for a short search.
+    ax.set_title(f"{run.name}: genotype changes (red),\nstable from epoch {stable} (dashed)")
     return fig

@@ -70,6 +70,11 @@ def test_alpha_evolution_has_one_panel_per_edge(smoke_run):
     assert bold == kept
     assert {ax.get_xlabel() for ax in fig.axes[-4:]} == {"epoch"}
     assert _ticks(fig.legends[0].get_texts()) == list(PRIMITIVES)
+    # Epoch ticks are whole numbers (a 10-epoch search had ticks at 2.5 and 7.5).
+    fig = plot_alpha_evolution(dataclasses.replace(smoke_run, epochs=(1, 4, 10)))
+    fig.canvas.draw()
+    ticks = fig.axes[-1].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_entropy_per_epoch(smoke_run):

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from autodeeplab import PRIMITIVES, Genotype, cell_edges
 from autodeeplab.data import load_split
@@ -228,3 +229,23 @@ def test_partial_channel_search_runs_and_stores_the_smaller_supernet(tmp_path):
     weight = state["model"]["nodes.0.cell.readers.prev.atrous3"]
     assert weight.shape == (3, 2, 2, 3, 3)  # (edges from prev: one per block, C/K, C/K, 3, 3)
     Genotype.from_json(run_dir / "genotype.json")
+
+
+def test_a_sweep_runs_each_seed_in_its_own_run_directory(tmp_path):
+    # python -m autodeeplab.search -m seed=0,1: runs/search/multirun/<time>/<n>, from cwd.
+    result = subprocess.run(
+        [sys.executable, "-m", "autodeeplab.search", "-m", *SMOKE, "search.epochs=2", "seed=0,1"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs/search/multirun").iterdir()
+    runs = [sweep / "0", sweep / "1"]
+    for run in runs:
+        assert (run / "genotype.json").is_file() and (run / "checkpoints/last.pt").is_file()
+    seeds = [yaml.safe_load((run / ".hydra/config.yaml").read_text())["seed"] for run in runs]
+    assert seeds == [0, 1]
+    assert load_split(runs[0] / "split.json") != load_split(runs[1] / "split.json")
