@@ -106,10 +106,12 @@ def check_resume_config(current: dict[str, Any], saved: dict[str, Any], path: Pa
         if not _may_differ(key)
     ]
     if differing:
+        record = path.parent.parent / ".hydra" / "overrides.yaml"
+        original = f" ({record} lists the original command's)" if record.is_file() else ""
         raise ValueError(
             f"resume=true with settings that differ from {path}: "
             + "; ".join(differing)
-            + ". Resume with the original settings, or start a new run."
+            + f". Resume with the original settings{original}, or start a new run."
         )
 
 

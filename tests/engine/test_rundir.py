@@ -112,3 +112,14 @@ def test_another_stages_run_is_refused_resumed_or_not(tmp_path):
         with pytest.raises(FileExistsError, match="holds a search run .* a retrain cannot"):
             check_run_dir(tmp_path, resume, stage="retrain")
     check_run_dir(tmp_path, True, stage="search")
+
+
+def test_a_refused_resume_points_to_the_original_overrides(tmp_path):
+    checkpoint = tmp_path / CHECKPOINT
+    with pytest.raises(ValueError, match=r"original settings, or start") as info:
+        check_resume_config(_with(seed=1), SAVED, checkpoint)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra/overrides.yaml").write_text("- seed=0\n")
+    with pytest.raises(ValueError) as info:
+        check_resume_config(_with(seed=1), SAVED, checkpoint)
+    assert f"original settings ({tmp_path}/.hydra/overrides.yaml lists" in str(info.value)
