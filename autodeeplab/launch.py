@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -168,7 +168,18 @@ def refuse_unknown_keys(
 
     from autodeeplab.engine.config import unknown_key_message
 
-    _, overrides = split_command_line(argv, config_name)
+    if any(
+        arg in ("-sc", "--shell-completion") or arg.startswith("--shell-completion=")
+        for arg in argv
+    ):
+        return  # Hydra's shell completion reads its own arguments
+    selected, positions, extra_dirs = _parse(argv, config_name)
+    if selected != config_name:
+        return  # another config (--config-name), of another schema
+    overrides = [argv[i] for i in positions]
+    config_dirs = [*config_dirs, *extra_dirs]
+    # Groups the command line adds to the search path cannot be listed here.
+    groups_unknown = any(o.startswith("hydra.searchpath") for o in overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
@@ -182,12 +193,13 @@ def refuse_unknown_keys(
             or key == "hydra"
             or key.startswith(("hydra.", "hydra/"))
             or "/" in key
+            or ("." not in key and groups_unknown)
             or ("." not in key and any((Path(d) / key).is_dir() for d in config_dirs))
         ):
             continue
         message = unknown_key_message(key, schema)
         if message is not None:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = logging.StreamHandler(sys.stdout)  # where the stages' console log goes
             handler.setFormatter(logging.Formatter(_LOG_FORMAT))
             handler.emit(
                 logging.makeLogRecord(
@@ -214,23 +226,33 @@ USER_ERRORS = (
 
 
 @contextmanager
-def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[None]:
+def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Callable[[], None]]:
     """Around a stage's work: a user error becomes one ``log.error`` line and ``exit(2)``.
+    Yields the function to call when the job starts in ``run_dir`` (its ``on_start``).
 
     ``run_dir`` is the directory Hydra made for this job. Where the settings are refused before
     anything was written there, the refusal goes to the console only and the directory is
-    removed again, so that refused commands leave no run directories behind; a directory that
-    belongs to another run (``FileExistsError``) gets nothing of the refusal either. The stages
-    open their log file with its first line (``delay`` in their Hydra logging config); an empty
-    log file, as Hydra's default logging makes it, counts as nothing written."""
+    removed again, so that refused commands leave no run directories behind. A directory that
+    already held something (an earlier run's, or another stage's) gets nothing of a refusal
+    that comes before the job starts. The stages open their log file with its first line
+    (``delay`` in their Hydra logging config); an empty log file, as Hydra's default logging
+    makes it, counts as nothing written."""
     from omegaconf.errors import MissingMandatoryValue
 
     fresh = _empty_logs(run_dir) if run_dir is not None else None
+    started = False
+
+    def start() -> None:
+        nonlocal started
+        started = True
+
     try:
-        yield
+        yield start
     except (*USER_ERRORS, MissingMandatoryValue) as err:
         # Another run's directory, even one that holds nothing yet, is left as it is.
-        others = isinstance(err, FileExistsError)
+        others = isinstance(err, FileExistsError) or (
+            run_dir is not None and fresh is None and not started
+        )
         # Still only the empty logs seen on entry: nothing but this job has written there.
         untouched = (
             not others

@@ -20,15 +20,20 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, required: tuple[str, ...] = (), stage: str | None = None
+    path: str | os.PathLike,
+    *,
+    required: tuple[str, ...] = (),
+    stage: str | None = None,
+    mmap: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint on the CPU, with clear errors for a missing or foreign file, one that
     lacks a ``required`` key, or one written by another stage than ``stage`` (its ``stage``
-    key, where it has one)."""
+    key, where it has one). ``mmap``: tensors are read from the file when used (for a look at
+    its other entries)."""
     path = check_checkpoint_path(path)
     try:
         # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, i.e. running the file's code.
         raise ValueError(

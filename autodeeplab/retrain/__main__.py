@@ -24,9 +24,14 @@ log = logging.getLogger("autodeeplab.retrain")
 @hydra.main(version_base=None, config_path=f"{CONF_DIR}/retrain", config_name="retrain")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with user_errors(log, run_dir):
+    with user_errors(log, run_dir) as started:
         config = to_config(cfg, RetrainConfig)
-        run_retrain(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
+
+        def on_start() -> None:
+            started()
+            save_run_config(run_dir, cfg, config.resume)
+
+        run_retrain(config, run_dir, on_start=on_start)
 
 
 if __name__ == "__main__":

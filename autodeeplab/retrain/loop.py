@@ -154,7 +154,8 @@ def run_retrain(
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
         # TensorBoard's file marks a run that stopped before its first checkpoint.
-        outputs=(str(BEST), "events.out.tfevents.*"),
+        # (A search's log: this is another stage's run, stopped before its first checkpoint.)
+        outputs=(str(BEST), "metrics.jsonl", "events.out.tfevents.*", "search.log"),
         required=(
             "config",
             "model_args",
@@ -245,7 +246,7 @@ def _best_on_disk(run_dir: Path, best: dict[str, Any] | None) -> dict[str, Any] 
     path = run_dir / BEST
     if not path.is_file():
         return best
-    on_disk = load_checkpoint(path, required=("best",))["best"]
+    on_disk = load_checkpoint(path, required=("best",), mmap=True)["best"]
     if on_disk is not None and on_disk["step"] != (best or {}).get("step"):
         log.warning(
             "%s holds iteration %d (val mIoU %.3f), which the resumed checkpoint does not "
@@ -295,7 +296,7 @@ def _retrain(
         schedule.load_state_dict(state["schedule"])
         restore_rng(state, cfg.seed)
         step, records, best = state["step"], state["records"], state["best"]
-        best = _best_on_disk(run_dir, best)
+        best = distributed.run_on_main(functools.partial(_best_on_disk, run_dir, best))
         log.info("resumed %s at iteration %d", run_dir, step)
     elif world > 1:
         # Same weights on every rank (same seed above), but each rank its own Drop Path draws.

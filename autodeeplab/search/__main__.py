@@ -37,9 +37,14 @@ def save_run_config(run_dir: Path, cfg: DictConfig, resume: bool) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="search")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with user_errors(log, run_dir):
+    with user_errors(log, run_dir) as started:
         config = to_search_config(cfg)
-        run_search(config, run_dir, on_start=lambda: save_run_config(run_dir, cfg, config.resume))
+
+        def on_start() -> None:
+            started()
+            save_run_config(run_dir, cfg, config.resume)
+
+        run_search(config, run_dir, on_start=on_start)
 
 
 if __name__ == "__main__":

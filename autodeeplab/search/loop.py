@@ -363,7 +363,14 @@ def run_search(
         stage="search",
         resume=cfg.resume,
         config=dataclasses.asdict(cfg),
-        outputs=("genotype.json", "split.json"),
+        # (A retrain's log: this is another stage's run, stopped before its first checkpoint.)
+        outputs=(
+            "genotype.json",
+            "split.json",
+            "metrics.jsonl",
+            "events.out.tfevents.*",
+            "retrain.log",
+        ),
         required=(
             "config",
             "model",

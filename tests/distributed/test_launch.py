@@ -16,6 +16,7 @@ from autodeeplab.launch import (
     _hydra_value,
     add_overrides,
     rank_overrides,
+    refuse_unknown_keys,
     split_command_line,
     user_errors,
     user_message,
@@ -243,3 +244,49 @@ def test_a_setting_left_unset_says_which_to_pass():
     with pytest.raises(MissingMandatoryValue) as caught:
         OmegaConf.to_container(cfg, throw_on_missing=True)
     assert user_message(caught.value) == "data.root is not set; pass data.root=<value>"
+
+
+def test_a_refusal_before_the_job_starts_writes_nothing_into_an_existing_directory(tmp_path):
+    # An earlier run's directory (or another stage's): a bad setting refused before the job
+    # starts leaves its log as it was; an error once the job has started is logged there.
+    run_dir = _job_dir(tmp_path, "earlier", log="an earlier run's line\n")
+    handler = logging.FileHandler(run_dir / "search.log", delay=True)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        _refuse(run_dir)
+        assert (run_dir / "search.log").read_text() == "an earlier run's line\n"
+        root.addHandler(handler)
+        with pytest.raises(SystemExit):
+            with user_errors(logging.getLogger("test_launch"), run_dir) as started:
+                started()
+                raise ValueError("epoch 3: the search diverged")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert "the search diverged" in (run_dir / "search.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-sc", "install=bash"],  # Hydra's shell completion
+        ["--config-name", "check", "splits=[train]"],  # another config, another schema
+        ["-cd", "{mine}", "mygroup=a"],  # a group of a folder the command line adds
+        ["hydra.searchpath=[file://{mine}]", "mygroup=a"],
+        ["experiment=smoke", "data=cityscapes", "+new=1", "~search.max_steps", "seed=0,1"],
+    ],
+)
+def test_refuse_unknown_keys_leaves_what_it_cannot_judge_to_hydra(argv, tmp_path):
+    (tmp_path / "mygroup").mkdir()
+    argv = [arg.replace("{mine}", str(tmp_path)) for arg in argv]
+    refuse_unknown_keys(argv, "search", SearchConfig, [CONF_DIR])  # returns, no exit
+
+
+def test_refuse_unknown_keys_exits_naming_the_closest_key(capsys):
+    with pytest.raises(SystemExit) as exited:
+        refuse_unknown_keys(
+            ["experiment=smoke", "serch.epochs=4"], "search", SearchConfig, [CONF_DIR]
+        )
+    assert exited.value.code == 2
+    assert "unknown config key 'serch' (did you mean 'search'?)" in capsys.readouterr().out

@@ -249,3 +249,15 @@ def test_a_sweep_runs_each_seed_in_its_own_run_directory(tmp_path):
     seeds = [yaml.safe_load((run / ".hydra/config.yaml").read_text())["seed"] for run in runs]
     assert seeds == [0, 1]
     assert load_split(runs[0] / "split.json") != load_split(runs[1] / "split.json")
+
+
+def test_a_retrain_stopped_before_its_first_checkpoint_is_not_taken_over(tmp_path):
+    run_dir = tmp_path / "retrain"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra/config.yaml").write_text("genotype: paper\n")
+    (run_dir / "retrain.log").write_text("[retrain] iteration 1\n")
+    result = _run(run_dir, check=False)
+    assert result.returncode == 2
+    assert "stopped before its first checkpoint (retrain.log)" in result.stdout
+    assert (run_dir / ".hydra/config.yaml").read_text() == "genotype: paper\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "retrain.log"]
