@@ -27,6 +27,7 @@ def evaluate_model(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     crop_size: int | None = None,
+    average: str = "probabilities",
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = False,
@@ -34,8 +35,10 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Scores of ``model`` on ``dataset`` (items ``(image, mask)`` at full size, normalised):
     ``ConfusionMatrix.compute()`` over all pixels of all images. Images go one at a time, so
-    sizes may differ; ``scales``/``flip`` average logits over resized and mirrored passes,
-    ``crop_size`` switches to sliding-window inference for larger images.
+    sizes may differ; ``scales``/``flip`` average resized and mirrored passes (their softmax
+    probabilities, or with ``average="logits"`` their logits: see
+    :func:`~autodeeplab.engine.inference.predict`), ``crop_size`` switches to sliding-window
+    inference for larger images.
 
     With ``across_ranks`` under ``torchrun`` (every rank calls this with the same model and
     dataset), each rank scores every ``world_size``-th image and the confusion matrices are
@@ -69,6 +72,7 @@ def evaluate_model(
             flip=flip,
             crop_size=crop_size,
             num_classes=num_classes,
+            average=average,
         )
         matrix.update(logits, target.to(device))
     model.train(was_training)

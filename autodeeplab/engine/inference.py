@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 Model = Callable[[torch.Tensor], "torch.Tensor | Mapping[str, torch.Tensor]"]
 
+#: How :func:`predict` combines its passes (scales and flips).
+AVERAGES = ("probabilities", "logits")
+
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear ``(N, C, H, W)`` -> ``(N, C, *size)``, ``align_corners=False``."""
@@ -90,17 +93,28 @@ def predict(
     crop_size: int | Sequence[int] | None = None,
     stride_rate: float = 2 / 3,
     num_classes: int,
+    average: str = "probabilities",
 ) -> torch.Tensor:
-    """Logits ``(N, K, H, W)`` for ``image`` ``(N, C, H, W)``, averaged over scales and flips.
+    """Class scores ``(N, K, H, W)`` for ``image`` ``(N, C, H, W)``, averaged over scales and
+    flips; their argmax is the prediction and their softmax the class probabilities.
 
     For each scale ``s`` the original image is resized (bilinear) to ``round(H*s), round(W*s)``
     and run through ``model`` (through :func:`sliding_window` when ``crop_size`` is set; an image
     no larger than the crop is then one zero-padded window); with ``flip`` the mirrored image is
     run too and its logits mirrored back. Each pass's logits are resized to ``(H, W)`` and the
-    passes averaged with equal weight.
+    passes combined with equal weight, as ``average`` says:
+
+    * ``"probabilities"`` (DeepLab's multi-scale protocol): the mean of the passes' softmax
+      probabilities, returned as its logarithm (computed as a log-sum-exp of the passes'
+      log-softmax, so it stays finite);
+    * ``"logits"``: the mean of the passes' logits.
+
+    A single pass (one scale, no flip) returns that pass's logits either way.
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales={tuple(scales)}; expected one or more positive scales")
+    if average not in AVERAGES:
+        raise ValueError(f"average={average!r}; expected one of {', '.join(AVERAGES)}")
     h, w = image.shape[-2:]
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +122,8 @@ def predict(
             return _forward(model, x, num_classes)
         return sliding_window(model, x, crop_size, stride_rate, num_classes)
 
+    passes = len(scales) * (2 if flip else 1)
     total = None
-    passes = 0
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))
         scaled = _resize(image, size)
@@ -118,6 +132,11 @@ def predict(
             outs.append(run(scaled.flip(-1)).flip(-1))
         for out in outs:
             out = _resize(out, (h, w))
-            total = out if total is None else total + out
-            passes += 1
-    return total / passes
+            if passes == 1:
+                return out
+            if average == "logits":
+                total = out if total is None else total + out
+            else:
+                out = torch.log_softmax(out, dim=1)
+                total = out if total is None else torch.logaddexp(total, out)
+    return total / passes if average == "logits" else total - math.log(passes)

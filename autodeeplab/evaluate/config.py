@@ -23,10 +23,13 @@ class EvaluateConfig:
     scales: list[float] = field(
         default_factory=lambda: [1.0]
     )  # e.g. [0.5, 0.75, 1, 1.25, 1.5, 1.75]
-    flip: bool = False  # also average the logits of the mirrored image
+    flip: bool = False  # also average in the mirrored image
+    # How the passes of several scales or flip combine: "probabilities" (DeepLab's protocol: the
+    # mean of their softmax) or "logits" (the mean of their logits). One pass: no effect.
+    average: str = "probabilities"
     crop_size: int | None = None  # sliding-window inference with this window (None: whole image)
-    # Results JSON (None: eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_crop<size>]
-    # .json beside the run: see autodeeplab.evaluate.run.results_path)
+    # Results JSON (None: eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_logits]
+    # [_crop<size>].json beside the run: see autodeeplab.evaluate.run.results_path)
     out: str | None = None
     overwrite: bool = False  # replace an existing results file
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...

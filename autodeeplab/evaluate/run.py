@@ -16,6 +16,7 @@ from autodeeplab.engine import distributed
 from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.engine.config import RangeCheck
 from autodeeplab.engine.evaluation import evaluate_model
+from autodeeplab.engine.inference import AVERAGES
 from autodeeplab.engine.report import format_table, scores_to_json
 from autodeeplab.engine.runtime import resolve_device
 from autodeeplab.evaluate.config import EvaluateConfig
@@ -27,10 +28,11 @@ log = logging.getLogger(__name__)
 
 def results_path(cfg: EvaluateConfig) -> Path:
     """Where the results go: ``cfg.out``, else
-    ``eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_crop<size>].json`` in the run
-    directory of the checkpoint (the folder above ``checkpoints/``), e.g.
+    ``eval_<checkpoint>_<split>[_first<n>][_ms<scales>][_flip][_logits][_crop<size>].json`` in
+    the run directory of the checkpoint (the folder above ``checkpoints/``), e.g.
     ``eval_best_val_ms0.5-1-2_flip.json``: evaluations with other inference settings, or of only
-    the first ``data.val_samples`` validation images, get other files."""
+    the first ``data.val_samples`` validation images, get other files (``_logits``: several
+    passes averaged with ``average=logits``)."""
     if cfg.out is not None:
         return Path(cfg.out)
     checkpoint = Path(cfg.checkpoint)
@@ -40,6 +42,7 @@ def results_path(cfg: EvaluateConfig) -> Path:
     tag = f"_first{cfg.data.val_samples}" if cfg.split == "val" and cfg.data.val_samples else ""
     tag += "_ms" + "-".join(f"{s:g}" for s in cfg.scales) if list(cfg.scales) != [1.0] else ""
     tag += "_flip" if cfg.flip else ""
+    tag += "_logits" if cfg.average == "logits" and (len(cfg.scales) > 1 or cfg.flip) else ""
     tag += f"_crop{cfg.crop_size}" if cfg.crop_size is not None else ""
     return folder / f"eval_{checkpoint.stem}_{cfg.split}{tag}.json"
 
@@ -51,6 +54,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     check = RangeCheck()
     scales = list(cfg.scales)
     check.need(bool(scales) and all(s > 0 for s in scales), "scales", scales, "positive factors")
+    check.need(cfg.average in AVERAGES, "average", cfg.average, " or ".join(AVERAGES))
     check.positive("crop_size", cfg.crop_size, optional=True)
     check.positive("threads", cfg.threads, optional=True)
     check_data_ranges(check, cfg.data)
@@ -105,6 +109,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         scales=cfg.scales,
         flip=cfg.flip,
         crop_size=cfg.crop_size,
+        average=cfg.average,
         device=device,
         num_workers=data.num_workers,
         progress=cfg.progress,
@@ -117,6 +122,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "samples": len(samples),
         "scales": list(cfg.scales),
         "flip": cfg.flip,
+        "average": cfg.average,
         "crop_size": cfg.crop_size,
         **scores_to_json(scores, classes),
     }

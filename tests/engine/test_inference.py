@@ -94,25 +94,53 @@ def test_one_side_larger_than_the_crop():
     torch.testing.assert_close(got, model.body(image).detach())
 
 
-def test_multi_scale_is_the_average_of_resized_passes():
+def _combined(passes, average):
+    """The reference combination: DeepLab's mean of probabilities, or the mean of logits."""
+    stacked = torch.stack(passes).detach()
+    if average == "logits":
+        return stacked.mean(0)
+    return stacked.softmax(dim=2).mean(0)  # compared as probabilities
+
+
+@pytest.mark.parametrize("average", ["probabilities", "logits"])
+def test_multi_scale_is_the_average_of_resized_passes(average):
     model = _conv3()
     image = torch.randn(1, 2, 13, 10)
     scales = (0.5, 1.0, 1.75)
-    got = predict(model, image, scales=scales, num_classes=K)
+    got = predict(model, image, scales=scales, num_classes=K, average=average)
     passes = []
     for s in scales:
         scaled = _resize(image, (round(13 * s), round(10 * s)))
         passes.append(_resize(model.body(scaled), (13, 10)))
-    torch.testing.assert_close(got, torch.stack(passes).mean(0).detach())
+    expected = _combined(passes, average)
+    torch.testing.assert_close(got.softmax(1) if average == "probabilities" else got, expected)
     assert model.seen == [(6, 5), (13, 10), (23, 18)]  # Python's round: 6.5 -> 6
 
 
-def test_flip_averages_the_mirrored_pass():
+@pytest.mark.parametrize("average", ["probabilities", "logits"])
+def test_flip_averages_the_mirrored_pass(average):
     model = _conv3()
     image = torch.randn(1, 2, 6, 9)
-    got = predict(model, image, flip=True, num_classes=K)
-    mirrored = model.body(image.flip(-1)).flip(-1)
-    torch.testing.assert_close(got, ((model.body(image) + mirrored) / 2).detach())
+    got = predict(model, image, flip=True, num_classes=K, average=average)
+    passes = [model.body(image), model.body(image.flip(-1)).flip(-1)]
+    expected = _combined(passes, average)
+    torch.testing.assert_close(got.softmax(1) if average == "probabilities" else got, expected)
+
+
+def test_averaged_probabilities_are_a_log_probability_that_stays_finite():
+    # Logits far apart: one pass's softmax underflows to exactly 0 for most classes.
+    passes = iter([torch.tensor([0.0, -200.0, 300.0]), torch.tensor([-500.0, 0.0, 100.0])])
+
+    def model(x):
+        return next(passes).view(1, K, 1, 1).expand(1, K, *x.shape[-2:])
+
+    got = predict(model, torch.randn(1, 2, 1, 1), flip=True, num_classes=K)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.logsumexp(1), torch.zeros(1, 1, 1))  # log of probabilities
+    # In float64 the probabilities do not underflow, so the mean can be taken directly.
+    both = torch.tensor([[0.0, -200.0, 300.0], [-500.0, 0.0, 100.0]], dtype=torch.float64)
+    expected = both.softmax(1).mean(0).log()
+    torch.testing.assert_close(got.view(K).double(), expected)
 
 
 def test_flip_is_a_no_op_for_a_flip_equivariant_model():
@@ -121,7 +149,10 @@ def test_flip_is_a_no_op_for_a_flip_equivariant_model():
         conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)  # mirror-symmetric kernels
     image = torch.randn(1, 2, 7, 9)
     plain = predict(conv, image, num_classes=K)
-    torch.testing.assert_close(predict(conv, image, flip=True, num_classes=K), plain)
+    flipped = predict(conv, image, flip=True, num_classes=K)
+    torch.testing.assert_close(flipped.softmax(1), plain.softmax(1))
+    logits = predict(conv, image, flip=True, num_classes=K, average="logits")
+    torch.testing.assert_close(logits, plain)
 
 
 @pytest.mark.parametrize("size", [(7, 9), (15, 4), (1, 1)])
@@ -147,6 +178,8 @@ def test_errors():
         predict(_pointwise(), image, scales=(), num_classes=K)
     with pytest.raises(ValueError, match="stride_rate"):
         predict(_pointwise(), image, crop_size=2, stride_rate=0.0, num_classes=K)
+    with pytest.raises(ValueError, match="average='mean'; expected one of probabilities, logits"):
+        predict(_pointwise(), image, flip=True, num_classes=K, average="mean")
 
 
 @pytest.mark.parametrize("scales, flip, crop_size", [((1.0,), False, None), ((0.5, 1.0), True, 12)])
