@@ -19,7 +19,7 @@ def compose_stage(stage, schema, overrides, extra_paths=()):
     return to_config(cfg, schema)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def retrain_config():
     def make(*overrides):
         return compose_stage(

@@ -154,20 +154,29 @@ def test_unknown_keys_are_refused(retrain_config):
         retrain_config("+train.lerning_rate=3")
 
 
+@pytest.fixture(scope="module")
+def smoke_retrain(retrain_config, tmp_path_factory):
+    """``(run directory, best record)`` of an uninterrupted smoke retrain with TensorBoard
+    (24 iterations, validations at 12 and 24): the reference of the resume tests."""
+    run_dir = tmp_path_factory.mktemp("smoke_retrain")
+    best = run_retrain(retrain_config("experiment=smoke", "tensorboard=true"), run_dir)
+    return run_dir, best
+
+
 @pytest.mark.slow
-def test_smoke_retrain_writes_self_describing_checkpoints(retrain_config, tmp_path):
-    best = run_retrain(retrain_config("experiment=smoke"), tmp_path)
+def test_smoke_retrain_writes_self_describing_checkpoints(smoke_retrain):
+    run_dir, best = smoke_retrain
     for name in ("checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl"):
-        assert (tmp_path / name).is_file()
-    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert (run_dir / name).is_file()
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [12, 24]
     # The rate of each record's last step: poly from 0.02 over 24 steps (0 only after the end).
     expected = [0.02 * (1 - (r["step"] - 1) / 24) ** 0.9 for r in records]
     assert [r["lr"] for r in records] == pytest.approx(expected)
     assert best["miou"] == max(r["miou"] for r in records)
-    state = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
+    state = torch.load(run_dir / "checkpoints/best.pt", weights_only=True)
     assert state["step"] == best["step"]
-    model = load_model(tmp_path / "checkpoints/best.pt")  # no config at hand
+    model = load_model(run_dir / "checkpoints/best.pt")  # no config at hand
     assert Genotype.from_dict(state["model_args"]["genotype"]) == Genotype.named("paper")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state["model"][name]), name
@@ -392,13 +401,13 @@ def _metrics(run_dir):
 
 @pytest.mark.parametrize("killed_in", ["evaluate_model", "write_metrics"])
 def test_resume_writes_the_same_metrics_and_tensorboard_entries(
-    retrain_config, tmp_path, monkeypatch, killed_in
+    retrain_config, smoke_retrain, tmp_path, monkeypatch, killed_in
 ):
     # Killed in the second (last) validation: before its checkpoint (the run resumes from the
     # first one, whose TensorBoard entries the resume hides), or after it (nothing is left to
     # run, but metrics.jsonl and TensorBoard lack the validation).
-    settings = ("experiment=smoke", "tensorboard=true")
-    run_retrain(retrain_config(*settings), tmp_path / "full")
+    settings = ("experiment=smoke", "tensorboard=true")  # those of smoke_retrain
+    full_run, _ = smoke_retrain
     real = getattr(retrain_loop, killed_in)
     calls = []
 
@@ -415,7 +424,7 @@ def test_resume_writes_the_same_metrics_and_tensorboard_entries(
     assert len(_metrics(tmp_path / "crashed")) == 1
     run_retrain(retrain_config(*settings, "resume=true"), tmp_path / "crashed")
 
-    full, resumed = _metrics(tmp_path / "full"), _metrics(tmp_path / "crashed")
+    full, resumed = _metrics(full_run), _metrics(tmp_path / "crashed")
     assert [r["step"] for r in resumed] == [12, 24]
     times = [r["seconds"] for r in resumed]
     assert 0 < times[0] <= times[1]  # the training time of both runs
@@ -426,7 +435,7 @@ def test_resume_writes_the_same_metrics_and_tensorboard_entries(
         ]
 
     assert measured_alike(full) == measured_alike(resumed)
-    expected = _scalars(tmp_path / "full")
+    expected = _scalars(full_run)
     assert set(expected) == {"loss/train", "val/miou", "val/pixel_acc", "lr"}
     assert [s for s, _ in expected["loss/train"]] == list(range(1, 25))
     assert _scalars(tmp_path / "crashed") == expected
