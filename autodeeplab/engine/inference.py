@@ -106,10 +106,11 @@ def predict(
 
     * ``"probabilities"`` (DeepLab's multi-scale protocol): the mean of the passes' softmax
       probabilities, returned as its logarithm (computed as a log-sum-exp of the passes'
-      log-softmax, so it stays finite);
+      log-softmax, so it stays finite), in float32 at least (bf16/float16 logits too);
     * ``"logits"``: the mean of the passes' logits.
 
-    A single pass (one scale, no flip) returns that pass's logits either way.
+    A single pass (one scale, no flip) returns that pass's logits either way. Within a pass, the
+    overlapping windows of :func:`sliding_window` are averaged as logits.
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales={tuple(scales)}; expected one or more positive scales")
@@ -137,6 +138,7 @@ def predict(
             if average == "logits":
                 total = out if total is None else total + out
             else:
-                out = torch.log_softmax(out, dim=1)
+                dtype = torch.promote_types(out.dtype, torch.float32)  # bf16: sum in float32
+                out = torch.log_softmax(out, dim=1, dtype=dtype)
                 total = out if total is None else torch.logaddexp(total, out)
     return total / passes if average == "logits" else total - math.log(passes)

@@ -127,6 +127,20 @@ def test_flip_averages_the_mirrored_pass(average):
     torch.testing.assert_close(got.softmax(1) if average == "probabilities" else got, expected)
 
 
+def test_averaged_probabilities_of_bfloat16_logits_are_summed_in_float32():
+    model = _conv3()
+    image = torch.randn(1, 2, 6, 9)
+    logits = [model.body(image), model.body(image.flip(-1)).flip(-1)]
+
+    def bf16(x):
+        return model.body(x).to(torch.bfloat16)
+
+    got = predict(bf16, image, flip=True, num_classes=K)
+    assert got.dtype == torch.float32
+    expected = torch.stack([x.to(torch.bfloat16).double() for x in logits]).softmax(2).mean(0)
+    torch.testing.assert_close(got.double().exp(), expected.detach(), atol=1e-6, rtol=1e-6)
+
+
 def test_averaged_probabilities_are_a_log_probability_that_stays_finite():
     # Logits far apart: one pass's softmax underflows to exactly 0 for most classes.
     passes = iter([torch.tensor([0.0, -200.0, 300.0]), torch.tensor([-500.0, 0.0, 100.0])])
@@ -182,15 +196,23 @@ def test_errors():
         predict(_pointwise(), image, flip=True, num_classes=K, average="mean")
 
 
-@pytest.mark.parametrize("scales, flip, crop_size", [((1.0,), False, None), ((0.5, 1.0), True, 12)])
+@pytest.mark.parametrize(
+    "scales, flip, crop_size, average",
+    [
+        ((1.0,), False, None, "probabilities"),
+        ((0.5, 1.0), True, 12, "probabilities"),
+        ((0.5, 1.0), True, 12, "logits"),
+    ],
+)
 def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_settings(
-    scales, flip, crop_size
+    scales, flip, crop_size, average
 ):
     from torch.utils.data import TensorDataset
 
     from autodeeplab.engine.evaluation import evaluate_model
     from autodeeplab.engine.metrics import ConfusionMatrix
 
+    torch.manual_seed(0)
     # BatchNorm makes train and eval mode differ; the asymmetric kernel makes flips matter.
     model = nn.Sequential(nn.Conv2d(3, 4, (1, 3), padding=(0, 1)), nn.BatchNorm2d(4))
     with torch.no_grad():
@@ -199,12 +221,16 @@ def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_setti
     model.train()
     images, masks = torch.randn(3, 3, 17, 21), torch.randint(0, 4, (3, 17, 21))
     masks[0, :3] = 255
-    expected = ConfusionMatrix(4, 255)
+    expected, other = ConfusionMatrix(4, 255), ConfusionMatrix(4, 255)
     model.eval()
     for image, mask in zip(images, masks, strict=True):
         settings = dict(scales=scales, flip=flip, crop_size=crop_size, num_classes=4)
-        expected.update(predict(model, image[None], **settings), mask[None])
+        expected.update(predict(model, image[None], **settings, average=average), mask[None])
+        another = "logits" if average == "probabilities" else "probabilities"
+        other.update(predict(model, image[None], **settings, average=another), mask[None])
     model.train()
+    if len(scales) > 1 or flip:  # the averages differ here, so passing ``average`` on matters
+        assert other.compute() != expected.compute()
 
     scores = evaluate_model(
         model,
@@ -213,6 +239,7 @@ def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_setti
         scales=scales,
         flip=flip,
         crop_size=crop_size,
+        average=average,
     )
     assert model.training  # left as it was
     assert scores == pytest.approx(expected.compute())
