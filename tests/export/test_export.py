@@ -188,13 +188,15 @@ def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
         cwd=tmp_path,
         timeout=300,
     )
+    report = json.loads((out / "export.json").read_text())
+    diffs = [e["max_abs_diff"] for e in report["parity"]["sizes"]]
+    if result.returncode == 0 and max(diffs) == 0:  # a difference of 2-3 float32 steps here
+        pytest.skip("ONNX Runtime matched the eager model bit for bit on this machine")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "parity check failed" in result.stdout + result.stderr
-    report = json.loads((out / "export.json").read_text())
     assert report["passed"] is False and report["parity"]["passed"] is False
     assert report["latency"] is None
-    diffs = [e["max_abs_diff"] for e in report["parity"]["sizes"]]
-    assert all(0 < d < 1e-4 for d in diffs) and np.isfinite(diffs).all()
+    assert all(d < 1e-4 for d in diffs) and max(diffs) > 0 and np.isfinite(diffs).all()
 
 
 def test_export_refuses_to_run_as_several_torchrun_processes(tmp_path):

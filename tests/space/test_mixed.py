@@ -127,13 +127,19 @@ def test_reduced_batchnorm_is_as_accurate_as_the_library_kernel(offset):
     native = torch.ops.aten.native_batch_norm(x, None, None, *native_stats, True, 0.1, 1e-5)
 
     # Against float64 statistics, ours err no more than the library's kernel (with a mean
-    # of 100 both lose the same digits in the float32 ``x - mean``).
+    # of 100 both lose the same digits in the float32 ``x - mean``), give or take one float32
+    # rounding step of the mean (errors come in such steps; which way a sum's last step
+    # rounds differs between CPUs' kernels), and of the output through ``invstd``.
     x64 = x.double()
     mean64, var64 = x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)
     invstd64 = (var64 + 1e-5).rsqrt()
     out64 = (x64 - mean64.view(1, 6, 1, 1)) * invstd64.view(1, 6, 1, 1)
-    for ours, theirs, exact in [(out, native[0], out64), (mean, native[1], mean64)]:
-        assert (ours - exact).abs().max() <= 1.5 * (theirs - exact).abs().max() + 1e-6
+    step = torch.finfo(torch.float32).eps * mean64.abs().max().item()
+    for ours, theirs, exact, slack in [
+        (out, native[0], out64, step * invstd64.max().item()),
+        (mean, native[1], mean64, step),
+    ]:
+        assert (ours - exact).abs().max() <= 1.5 * (theirs - exact).abs().max() + slack + 1e-6
     torch.testing.assert_close(invstd.double(), invstd64, rtol=1e-6, atol=0)
     # The running statistics move as the library's kernel moves them (unbiased variance).
     for a, b in zip(stats, native_stats, strict=True):
