@@ -19,6 +19,11 @@ Model = Callable[[torch.Tensor], "torch.Tensor | Mapping[str, torch.Tensor]"]
 AVERAGES = ("probabilities", "logits")
 
 
+def pass_count(scales: Sequence[float], flip: bool) -> int:
+    """The passes :func:`predict` averages: one per scale, twice that with ``flip``."""
+    return len(scales) * (2 if flip else 1)
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear ``(N, C, H, W)`` -> ``(N, C, *size)``, ``align_corners=False``."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -123,7 +128,7 @@ def predict(
             return _forward(model, x, num_classes)
         return sliding_window(model, x, crop_size, stride_rate, num_classes)
 
-    passes = len(scales) * (2 if flip else 1)
+    passes = pass_count(scales, flip)
     total = None
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))

@@ -16,7 +16,7 @@ from autodeeplab.engine import distributed
 from autodeeplab.engine.checkpoint import load_checkpoint
 from autodeeplab.engine.config import RangeCheck
 from autodeeplab.engine.evaluation import evaluate_model
-from autodeeplab.engine.inference import AVERAGES
+from autodeeplab.engine.inference import AVERAGES, pass_count
 from autodeeplab.engine.report import format_table, scores_to_json
 from autodeeplab.engine.runtime import resolve_device
 from autodeeplab.evaluate.config import EvaluateConfig
@@ -42,7 +42,7 @@ def results_path(cfg: EvaluateConfig) -> Path:
     tag = f"_first{cfg.data.val_samples}" if cfg.split == "val" and cfg.data.val_samples else ""
     tag += "_ms" + "-".join(f"{s:g}" for s in cfg.scales) if list(cfg.scales) != [1.0] else ""
     tag += "_flip" if cfg.flip else ""
-    tag += "_logits" if cfg.average == "logits" and (len(cfg.scales) > 1 or cfg.flip) else ""
+    tag += "_logits" if cfg.average == "logits" and pass_count(cfg.scales, cfg.flip) > 1 else ""
     tag += f"_crop{cfg.crop_size}" if cfg.crop_size is not None else ""
     return folder / f"eval_{checkpoint.stem}_{cfg.split}{tag}.json"
 
