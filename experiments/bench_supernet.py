@@ -16,6 +16,10 @@ and the step are fixed, so figures compare across noisy machines as ratios.
 It also projects the time of a whole search from the step times: by default the paper's
 Cityscapes search (2,975 images split into halves A and B, batch 2, 40 epochs, architecture
 steps after epoch 20), which on a GPU is the GPU-hours figure.
+
+For the settings the performance issue states targets for (the paper's supernet at 64x64 and
+128x128 on one CPU thread, where the most used public port was measured, and 321x321 on a GPU),
+``targets`` compares the figures with them (:func:`target_report`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,76 @@ from torch.utils.flop_counter import FlopCounterMode
 from autodeeplab import Supernet, build_supernet
 from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.space.reference import reference_forward
+
+#: The most used public port (NoamRosenberg/autodeeplab at 065cf99) on this project's 2-core CPU
+#: machine kind, measured as this script measures (the same step, calibration, medians and one
+#: thread): step / calibration and peak RSS by crop, for the paper's supernet
+#: (:data:`REFERENCE_SETTINGS`).
+PUBLIC_PORT_CPU = {
+    64: {"weight_step_over_calibration": 75.7, "peak_rss_mib": 1046.0},
+    128: {"weight_step_over_calibration": 102.4, "peak_rss_mib": 2534.0},
+}
+#: The settings the public port was measured with, as this script's options name them.
+REFERENCE_SETTINGS = {
+    "filter_multiplier": 8,
+    "layers": 12,
+    "levels": 4,
+    "blocks": 5,
+    "classes": 19,
+    "batch": 2,
+    "threads": 1,
+}
+#: The performance issue's targets. CPU: a weight step this many times faster than the public
+#: port's (by crop), in at most this fraction of its peak memory. GPU: the paper's setting (F = 8,
+#: batch 2, 321x321 crops, a weight and an architecture step) within 6 GB of GPU memory, and the
+#: projected 40-epoch Cityscapes search within 6 GPU-hours (the paper: 72 P100-hours).
+CPU_SPEEDUP_TARGET = {64: 10.0, 128: 5.0}
+CPU_MEMORY_FRACTION_TARGET = 0.5
+GPU_CROP = 321
+GPU_MEMORY_TARGET_MIB = 6e9 / 2**20
+GPU_HOURS_TARGET = 6.0
+
+
+def target_report(config: dict, result: dict) -> dict | None:
+    """The figures of ``result`` against the performance issue's targets, where ``config`` (the
+    parsed options) is a setting they were stated for: on the CPU the public port's supernet at
+    a crop of :data:`PUBLIC_PORT_CPU` (speed-up = the port's step / calibration over this
+    one's), on a GPU the paper's setting with an architecture step. ``None`` for other
+    settings. Options that change the algorithm (``partial_channels`` > 1) are compared too and
+    recorded as ``exact: false``."""
+    if any(config[key] != value for key, value in REFERENCE_SETTINGS.items() if key != "threads"):
+        return None
+    exact = config["partial_channels"] == 1
+    if config["device"] == "cpu":
+        port = PUBLIC_PORT_CPU.get(config["crop"])
+        if port is None or config["threads"] != REFERENCE_SETTINGS["threads"]:
+            return None
+        speedup = port["weight_step_over_calibration"] / result["weight_step_over_calibration"]
+        fraction = result["peak_rss_mib"] / port["peak_rss_mib"]
+        return {
+            "exact": exact,
+            "public_port": port,
+            "speedup_over_public_port": speedup,
+            "speedup_target": CPU_SPEEDUP_TARGET[config["crop"]],
+            "speedup_met": speedup >= CPU_SPEEDUP_TARGET[config["crop"]],
+            "peak_rss_fraction_of_public_port": fraction,
+            "memory_fraction_target": CPU_MEMORY_FRACTION_TARGET,
+            "memory_met": fraction <= CPU_MEMORY_FRACTION_TARGET,
+        }
+    if config["crop"] != GPU_CROP or result.get("arch_step_s") is None:
+        return None
+    projected = [config[f"project_{key}"] for key in ("images", "epochs", "arch_start")]
+    if projected != [2975, 40, 20]:  # the hours target is for the paper's search
+        return None
+    return {
+        "exact": exact,
+        "peak_gpu_mib": result["peak_gpu_mib"],
+        "memory_target_mib": GPU_MEMORY_TARGET_MIB,
+        "memory_met": result["peak_gpu_mib"] <= GPU_MEMORY_TARGET_MIB,
+        "projected_search_hours": result["projected_search_hours"],
+        "hours_target": GPU_HOURS_TARGET,
+        "hours_met": result["projected_search_hours"] <= GPU_HOURS_TARGET,
+    }
 
 
 def calibration_unit_seconds(repeats: int = 7, warmup: int = 2) -> float:
@@ -248,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["weight_step_over_calibration"] = weight_median / calibration
     if device.type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    result["targets"] = target_report(vars(args) | {"device": device.type}, result)
     json.dump(result, sys.stdout, indent=2)
     print()
     return result

@@ -108,3 +108,47 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(bench, capsys)
     floor = result["baseline_rss_mib"] + 2 * result["weight_mib"]
     assert result["memory_floor_mib"] == pytest.approx(floor)
     assert 0 < result["baseline_rss_mib"] <= result["peak_rss_mib"]
+    assert result["targets"] is None  # no target is stated for this small supernet
+
+
+def _options(bench, **changes):
+    options = dict(bench.REFERENCE_SETTINGS, crop=64, device="cpu", partial_channels=1)
+    options |= {"project_images": 2975, "project_epochs": 40, "project_arch_start": 20}
+    return options | changes
+
+
+def test_targets_compare_with_the_public_port_where_it_was_measured(bench):
+    # The public port: 75.7 calibrations and 1046 MiB at 64x64, 102.4 and 2534 MiB at 128x128.
+    report = bench.target_report(
+        _options(bench), {"weight_step_over_calibration": 7.57, "peak_rss_mib": 523.0}
+    )
+    assert report["speedup_over_public_port"] == pytest.approx(10.0)
+    assert report["peak_rss_fraction_of_public_port"] == pytest.approx(0.5)
+    assert report["speedup_met"] and report["memory_met"] and report["exact"]
+    report = bench.target_report(
+        _options(bench, crop=128, partial_channels=4),
+        {"weight_step_over_calibration": 25.6, "peak_rss_mib": 1300.0},
+    )
+    assert report["speedup_over_public_port"] == pytest.approx(4.0)
+    assert not report["speedup_met"] and not report["memory_met"]  # 5x and 1267 MiB
+    assert report["speedup_target"] == 5.0 and not report["exact"]
+    # Settings the port was not measured at have no comparison.
+    figures = {"weight_step_over_calibration": 10.0, "peak_rss_mib": 500.0}
+    for changes in ({"crop": 96}, {"layers": 6}, {"threads": 2}, {"batch": 4}):
+        assert bench.target_report(_options(bench, **changes), figures) is None, changes
+
+
+def test_gpu_targets_are_the_papers_setting_with_an_architecture_step(bench):
+    figures = {"arch_step_s": 0.2, "peak_gpu_mib": 5000.0, "projected_search_hours": 6.5}
+    report = bench.target_report(_options(bench, device="cuda", crop=321), figures)
+    assert report["memory_met"] and not report["hours_met"]
+    assert report["memory_target_mib"] == pytest.approx(6e9 / 2**20)  # 6 GB
+    assert bench.target_report(_options(bench, device="cuda", crop=321), figures | {
+        "peak_gpu_mib": 6000.0, "projected_search_hours": 5.0
+    }) == report | {"peak_gpu_mib": 6000.0, "memory_met": False,
+                    "projected_search_hours": 5.0, "hours_met": True}  # fmt: skip
+    assert bench.target_report(_options(bench, device="cuda", crop=256), figures) is None
+    no_arch = figures | {"arch_step_s": None}
+    assert bench.target_report(_options(bench, device="cuda", crop=321), no_arch) is None
+    shorter = _options(bench, device="cuda", crop=321, project_epochs=10)
+    assert bench.target_report(shorter, figures) is None
