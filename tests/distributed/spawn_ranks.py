@@ -46,5 +46,13 @@ def run_ranks(fn: Callable, out: Path, *args: Any, world: int = 2) -> list[Any]:
     """``fn(*args)`` on ``world`` processes (``fn`` a module-level function); the values they
     returned, in rank order. An exception on a rank fails the call with its traceback."""
     out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_entry, args=(fn, world, _free_port(), out, args), nprocs=world, join=True)
+    for attempt in range(3):
+        try:
+            mp.spawn(_entry, args=(fn, world, _free_port(), out, args), nprocs=world, join=True)
+            break
+        except mp.ProcessRaisedException as error:
+            # The free port was taken between _free_port and rank 0's listening on it (by
+            # another test process, say): draw another.
+            if "EADDRINUSE" not in str(error) or attempt == 2:
+                raise
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]

@@ -184,7 +184,8 @@ def test_retrain_resumes_exactly_under_torchrun(retrain_run, tmp_path):
 def test_evaluate_on_two_processes_equals_one_process(retrain_run, tmp_path):
     checkpoint = retrain_run / "checkpoints" / "best.pt"
     overrides = ["experiment=smoke", f"checkpoint={checkpoint}"]
-    _run(tmp_path, "evaluate", *overrides, f"out={tmp_path / 'two.json'}")
+    logs = f"hydra.run.dir={tmp_path / 'logs'}"  # not the default folder under $TMPDIR
+    _run(tmp_path, "evaluate", *overrides, f"out={tmp_path / 'two.json'}", logs)
     store_schema("evaluate_schema", EvaluateConfig)
     with initialize_config_dir(config_dir=f"{CONF_DIR}/evaluate", version_base=None):
         cfg = compose(

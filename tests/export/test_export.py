@@ -184,7 +184,7 @@ def test_too_tight_a_tolerance_fails_the_command(smoke_checkpoint, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)},  # its log folder
         cwd=tmp_path,
         timeout=300,
     )

@@ -17,7 +17,7 @@ def _run(*args, cwd):
         [sys.executable, "-m", *args, "threads=1", "progress=false"],
         capture_output=True,
         text=True,
-        env=ENV,
+        env={**ENV, "TMPDIR": str(cwd)},  # evaluate's log folder goes under $TMPDIR
         cwd=cwd,
         timeout=600,
     )
