@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 COMMON = ["threads=1", "progress=false"]
 SEARCH = ["experiment=smoke"]  # 3 epochs, architecture steps from the second
 RETRAIN = ["experiment=smoke", "train.iterations=12", "train.val_every=6"]
+STOP_AFTER = Path(__file__).parents[1] / "stop_after.py"
 
 
 def _torchrun(stage, *args):
@@ -41,23 +42,19 @@ def _run(cwd, stage, *args, check=True):
 
 
 def _interrupted(cwd, run_dir, stage, *args, records=1):
-    """Start a run, stop it (SIGTERM to torchrun, which ends its workers) once it has written
-    ``records`` records, and return the run directory."""
-    proc = subprocess.Popen(
-        _torchrun(stage, f"hydra.run.dir={run_dir}", *args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """Run ``stage`` under torchrun and stop it (SIGTERM to torchrun, which ends its workers)
+    right after it has written ``records`` records (``tests/stop_after.py``); returns the run
+    directory."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    script = [str(STOP_AFTER), str(records), f"autodeeplab.{stage}"]
+    overrides = [*COMMON, f"hydra.run.dir={run_dir}", *args]
+    subprocess.run(
+        [*launcher, "--nproc_per_node", "2", *script, *overrides],
+        capture_output=True,
         env=ENV,
         cwd=cwd,
+        timeout=300,
     )
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= records:
-            break
-        time.sleep(0.02)
-    proc.terminate()
-    proc.wait(timeout=60)
     return run_dir
 
 
@@ -109,7 +106,7 @@ def test_search_resumes_exactly_under_torchrun(search_run, tmp_path):
     full, _ = search_run
     # Stopped after the second epoch, the first with architecture steps (Adam's moments).
     killed = _interrupted(tmp_path, tmp_path / "killed", "search", *SEARCH, records=2)
-    assert not (killed / "genotype.json").exists(), "the run finished before it was stopped"
+    assert not (killed / "genotype.json").exists()
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and state["optimisers"]["arch"]["state"]
     _run(tmp_path, "search", f"hydra.run.dir={killed}", *SEARCH, "resume=true")
@@ -170,7 +167,7 @@ def test_retrain_writes_one_run_directory_once(retrain_run):
 def test_retrain_resumes_exactly_under_torchrun(retrain_run, tmp_path):
     killed = _interrupted(tmp_path, tmp_path / "killed", "retrain", *RETRAIN)
     step = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["step"]
-    assert step < 12, "the run finished before it was stopped"
+    assert step == 6  # stopped after its first validation
     _run(tmp_path, "retrain", f"hydra.run.dir={killed}", *RETRAIN, "resume=true")
     a = torch.load(retrain_run / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)

@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMOKE = ["experiment=smoke", "threads=1", "progress=false"]
+STOP_AFTER = Path(__file__).parents[1] / "stop_after.py"
 
 
 def _cmd(run_dir, *extra):
@@ -137,24 +138,12 @@ def test_a_finished_run_is_never_overwritten(smoke_run):
 def test_resume_after_a_kill_matches_an_uninterrupted_run(smoke_run, tmp_path):
     full = smoke_run  # 3 epochs, architecture steps from the second
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cmd(killed),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-        cwd=tmp_path,
-    )
-    metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        # After the second epoch, the first with architecture steps: the resume must restore
-        # Adam's moments of alpha and beta too.
-        if metrics.exists() and metrics.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "genotype.json").exists(), "the run finished before it was killed"
+    # Killed after the second epoch, the first with architecture steps: the resume must
+    # restore Adam's moments of alpha and beta too.
+    args = [str(STOP_AFTER), "2", "autodeeplab.search", *_cmd(killed)[3:]]
+    result = subprocess.run([sys.executable, *args], capture_output=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert not (killed / "genotype.json").exists()
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["optimisers"]["arch"]["state"]  # Adam has moments
 
