@@ -27,14 +27,22 @@ RETRAIN = ["experiment=smoke", "train.iterations=12", "train.val_every=6"]
 STOP_AFTER = Path(__file__).parents[1] / "stop_after.py"
 
 
-def _torchrun(stage, *args):
+def _torchrun(stage, *args, stop_after=None):
+    """The torchrun command of ``stage`` on two processes; ``stop_after``: stopped right after
+    that many records (``tests/stop_after.py``; SIGTERM to torchrun, which ends its workers)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    return [*launcher, "--nproc_per_node", "2", "-m", f"autodeeplab.{stage}", *COMMON, *args]
+    program = ["-m"] if stop_after is None else [str(STOP_AFTER), str(stop_after)]
+    return [*launcher, "--nproc_per_node", "2", *program, f"autodeeplab.{stage}", *COMMON, *args]
 
 
-def _run(cwd, stage, *args, check=True):
+def _run(cwd, stage, *args, check=True, stop_after=None):
     result = subprocess.run(
-        _torchrun(stage, *args), capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+        _torchrun(stage, *args, stop_after=stop_after),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=300,
     )
     if check:
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -42,19 +50,9 @@ def _run(cwd, stage, *args, check=True):
 
 
 def _interrupted(cwd, run_dir, stage, *args, records=1):
-    """Run ``stage`` under torchrun and stop it (SIGTERM to torchrun, which ends its workers)
-    right after it has written ``records`` records (``tests/stop_after.py``); returns the run
-    directory."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    script = [str(STOP_AFTER), str(records), f"autodeeplab.{stage}"]
-    overrides = [*COMMON, f"hydra.run.dir={run_dir}", *args]
-    subprocess.run(
-        [*launcher, "--nproc_per_node", "2", *script, *overrides],
-        capture_output=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=300,
-    )
+    """Run ``stage`` into ``run_dir``, stopped right after ``records`` records; returns
+    ``run_dir``."""
+    _run(cwd, stage, f"hydra.run.dir={run_dir}", *args, check=False, stop_after=records)
     return run_dir
 
 

@@ -140,8 +140,9 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(smoke_run, tmp_path):
     killed = tmp_path / "killed"
     # Killed after the second epoch, the first with architecture steps: the resume must
     # restore Adam's moments of alpha and beta too.
-    args = [str(STOP_AFTER), "2", "autodeeplab.search", *_cmd(killed)[3:]]
-    result = subprocess.run([sys.executable, *args], capture_output=True, env=ENV, cwd=tmp_path)
+    stop = [sys.executable, str(STOP_AFTER), "2", "autodeeplab.search"]
+    command = [*stop, *SMOKE, f"hydra.run.dir={killed}"]
+    result = subprocess.run(command, capture_output=True, env=ENV, cwd=tmp_path, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     assert not (killed / "genotype.json").exists()
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=False)
