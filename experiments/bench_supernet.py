@@ -68,6 +68,9 @@ CPU_MEMORY_FRACTION_TARGET = 0.5
 GPU_CROP = 321
 GPU_MEMORY_TARGET_MIB = 6e9 / 2**20
 GPU_HOURS_TARGET = 6.0
+#: The paper's Cityscapes search, which the projection assumes by default and the hours target
+#: is stated for: training images, epochs, the epoch after which architecture steps start.
+PAPER_SEARCH = {"project_images": 2975, "project_epochs": 40, "project_arch_start": 20}
 
 
 def target_report(config: dict, result: dict) -> dict | None:
@@ -104,13 +107,11 @@ def target_report(config: dict, result: dict) -> dict | None:
             "memory_fraction_target": CPU_MEMORY_FRACTION_TARGET,
             "memory_met": fraction <= CPU_MEMORY_FRACTION_TARGET,
         }
-    if config["device"] != "cuda" or config["crop"] != GPU_CROP:
-        return None
-    if result.get("arch_step_s") is None:
+    if config["device"] != "cuda" or config["crop"] != GPU_CROP or result["arch_step_s"] is None:
         return None
     memory = result["peak_gpu_reserved_mib"]
-    projected = [config[f"project_{key}"] for key in ("images", "epochs", "arch_start")]
-    hours = result["projected_search_hours"] if projected == [2975, 40, 20] else None
+    paper = all(config[key] == value for key, value in PAPER_SEARCH.items())
+    hours = result["projected_search_hours"] if paper else None
     return {
         "exact": exact,
         "peak_gpu_reserved_mib": memory,
@@ -240,9 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=1,
         help="K of PC-DARTS partial channel connections (changes the algorithm; 1: exact eq. 6)",
     )
-    parser.add_argument("--project-images", type=int, default=2975, help="training images")
-    parser.add_argument("--project-epochs", type=int, default=40)
-    parser.add_argument("--project-arch-start", type=int, default=20)
+    project = PAPER_SEARCH
+    parser.add_argument(
+        "--project-images", type=int, default=project["project_images"], help="training images"
+    )
+    parser.add_argument("--project-epochs", type=int, default=project["project_epochs"])
+    parser.add_argument("--project-arch-start", type=int, default=project["project_arch_start"])
     parser.add_argument(
         "--reference",
         action="store_true",

@@ -113,7 +113,7 @@ def test_benchmark_reports_step_time_memory_and_reference_speedup(bench, capsys)
 
 def _options(bench, **changes):
     options = dict(bench.REFERENCE_SETTINGS, crop=64, device="cpu", partial_channels=1)
-    options |= {"project_images": 2975, "project_epochs": 40, "project_arch_start": 20}
+    options |= {"project_images": 2975, "project_epochs": 40, "project_arch_start": 20}  # paper
     return options | changes
 
 
