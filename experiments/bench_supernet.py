@@ -25,6 +25,7 @@ For the settings the performance issue states targets for (the paper's supernet 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import resource
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab import Supernet, build_supernet
 from autodeeplab.search.bilevel import gradients_only_for
+from autodeeplab.search.graphs import graphed_steps
 from autodeeplab.space.reference import reference_forward
 
 #: The most used public port (NoamRosenberg/autodeeplab at 065cf99) on this project's 2-core CPU
@@ -161,13 +163,28 @@ def memory_allocator(maps: str | None = None) -> str:
     return "system"
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large fp32 matmul: the machine's practical limit for this process."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_flops(
+    size: int = 2048,
+    repeats: int = 5,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """FLOP/s of a large ``size`` x ``size`` matmul in ``dtype`` on ``device`` (random
+    operands): the machine's practical limit for this process."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    device = a.device
     a @ b
+    _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
@@ -178,11 +195,6 @@ def step_flops(forward, images: torch.Tensor, target: torch.Tensor) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         F.cross_entropy(forward(images), target)
     return 3.0 * counter.get_total_flops()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_steps(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
@@ -236,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each step from a CUDA graph, as search.cuda_graphs does (CUDA only)",
+    )
+    parser.add_argument(
         "--partial-channels",
         type=int,
         default=1,
@@ -256,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.cuda_graphs and device.type != "cuda":
+        parser.error(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
     calibration_before = calibration_unit_seconds() if device.type == "cpu" else None
     # The process before the supernet exists (torch, this library, the calibration).
     baseline_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -278,12 +297,25 @@ def main(argv: list[str] | None = None) -> dict:
         with gradients_only_for(net, arch):
             torch.autograd.grad(F.cross_entropy(net(images), target), arch)
 
+    capture_s = None
+    if args.cuda_graphs:
+        # The steps of the search with search.cuda_graphs: both captured on the first call
+        # (timed here), then replayed. The gradients land in the graphs' own tensors.
+        graphed = graphed_steps(net, [list(net.weight_parameters()), arch], -100)
+        weight_step = functools.partial(graphed[0], images, target)
+        arch_step = functools.partial(graphed[1], images, target)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if args.cuda_graphs:  # the first call captures both steps' graphs
+        capture_s = time_steps(weight_step, 1, 0, device)[0]
     weight_times = time_steps(weight_step, args.steps, args.warmup, device)
     arch_times = [] if args.no_arch else time_steps(arch_step, args.steps, args.warmup, device)
     # Peak memory before the reference runs (it needs far more).
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        peak_gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20
+        peak_gpu_reserved_mib = torch.cuda.max_memory_reserved(device) / 2**20
     reference_times = []
     if args.reference:
 
@@ -303,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_step_s": weight_median,
         "weight_step_times_s": weight_times,
         "arch_step_s": statistics.median(arch_times) if arch_times else None,
+        "capture_s": capture_s,
         "peak_rss_mib": peak_rss_mib,
         "weight_parameters": sum(p.numel() for p in net.weight_parameters()),
         "weight_mib": weight_mib,
@@ -313,10 +346,18 @@ def main(argv: list[str] | None = None) -> dict:
         "step_gflop": flops / 1e9,
         "step_gflop_per_s": flops / weight_median / 1e9,
     }
+    # The matmul in the step's precision: fp32 on the CPU; on a GPU bf16 under --precision
+    # bf16, else fp32 as torch.backends.cuda.matmul.allow_tf32 has it (cuDNN's convolutions
+    # take TF32 where torch.backends.cudnn.allow_tf32 allows, by default).
     if device.type == "cpu":
         peak = matmul_peak_flops()
-        result["matmul_peak_gflop_per_s"] = peak / 1e9
-        result["fraction_of_matmul_peak"] = flops / weight_median / peak
+    else:
+        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+        peak = matmul_peak_flops(8192, 10, device, dtype)
+        result["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        result["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    result["matmul_peak_gflop_per_s"] = peak / 1e9
+    result["fraction_of_matmul_peak"] = flops / weight_median / peak
     if arch_times:
         # Each epoch: one weight step per batch of split A and, after the start epoch, one
         # architecture step per batch of split B (the optimiser steps are not timed).
@@ -335,8 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["calibration_s"] = calibration
         result["weight_step_over_calibration"] = weight_median / calibration
     if device.type == "cuda":
-        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        result["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+        result["peak_gpu_mib"] = peak_gpu_mib
+        result["peak_gpu_reserved_mib"] = peak_gpu_reserved_mib
+        result["gpu"] = torch.cuda.get_device_name(device)
     result["targets"] = target_report(vars(args) | {"device": device.type}, result)
     json.dump(result, sys.stdout, indent=2)
     print()

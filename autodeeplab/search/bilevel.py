@@ -12,7 +12,7 @@ do not fit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,29 @@ def gradients_only_for(net: nn.Module, params: Iterable[nn.Parameter]) -> Iterat
             p.requires_grad_(True)
 
 
+def loss_and_gradients(
+    net: nn.Module,
+    params: Sequence[nn.Parameter],
+    images: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The loss of a batch and its gradients for ``params`` (``None`` for one the loss does not
+    reach); the other parameters' gradients are not computed (:func:`gradients_only_for`)."""
+    with gradients_only_for(net, params):
+        loss = segmentation_loss(net(images), target, ignore_index)
+        grads = torch.autograd.grad(loss, list(params), allow_unused=True)
+    return loss.detach(), list(grads)
+
+
+#: A step's forward and backward pass other than :func:`loss_and_gradients` for the optimiser's
+#: parameters, such as its CUDA graph (:class:`autodeeplab.search.graphs.GraphedGradients`):
+#: ``(images, target) -> (loss, gradients)``.
+Gradients = Callable[
+    [torch.Tensor, torch.Tensor], tuple[torch.Tensor, Sequence[torch.Tensor | None]]
+]
+
+
 def weight_step(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -52,13 +75,20 @@ def weight_step(
     *,
     ignore_index: int,
     grad_clip: float | None,
+    gradients: Gradients | None = None,
 ) -> float:
     """One SGD step on the supernet weights (alpha and beta untouched). Returns the loss (of
-    this rank's batch)."""
+    this rank's batch). ``gradients``: how to compute the loss and the weights' gradients
+    (default: a backward pass)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = segmentation_loss(net(images), target, ignore_index)
-    loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    if gradients is None:
+        loss = segmentation_loss(net(images), target, ignore_index)
+        loss.backward()
+    else:
+        loss, grads = gradients(images, target)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
     # The same parameters get gradients on every rank: the graph does not depend on the data.
     distributed.all_reduce_mean_([p.grad for p in params if p.grad is not None])
     if grad_clip is not None:
@@ -77,15 +107,18 @@ def arch_step(
     target: torch.Tensor,
     *,
     ignore_index: int,
+    gradients: Gradients | None = None,
 ) -> float:
     """One first-order step on alpha and beta with the weights fixed. Returns the loss (of this
-    rank's batch)."""
+    rank's batch). ``gradients``: how to compute the loss and alpha's and beta's gradients
+    (default: :func:`loss_and_gradients`)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     # Only alpha/beta gradients: the weight gradients of this batch would be thrown away.
-    with gradients_only_for(net, params):
-        loss = segmentation_loss(net(images), target, ignore_index)
-        grads = torch.autograd.grad(loss, params)
-    distributed.all_reduce_mean_(grads)
+    if gradients is None:
+        loss, grads = loss_and_gradients(net, params, images, target, ignore_index)
+    else:
+        loss, grads = gradients(images, target)
+    distributed.all_reduce_mean_([g for g in grads if g is not None])
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad
     optimizer.step()

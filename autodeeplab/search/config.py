@@ -82,6 +82,11 @@ class LoopConfig:
     # "fp32", or "bf16": bfloat16 autocast for the supernet (meant for GPUs; alpha, beta, their
     # softmax and the logits stay float32). Changes the arithmetic, not the algorithm.
     precision: str = "fp32"
+    # Record each step's forward and backward pass as a CUDA graph on its first batch and
+    # replay it for the next ones (autodeeplab/search/graphs.py; CUDA only): the same search
+    # without the cost of launching the step's tens of thousands of small kernels one by one,
+    # several times faster on a GPU. The graphs' memory stays reserved for the whole search.
+    cuda_graphs: bool = False
 
 
 @dataclass

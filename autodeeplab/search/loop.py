@@ -39,8 +39,9 @@ from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
 from autodeeplab.models.backbone import LEVELS
 from autodeeplab.ops import check_coarsest_map
-from autodeeplab.search.bilevel import arch_step, weight_step
+from autodeeplab.search.bilevel import Gradients, arch_step, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
+from autodeeplab.search.graphs import graphed_steps
 from autodeeplab.search.records import TensorBoardLog, write_history
 from autodeeplab.space.lattice import normalise_beta
 from autodeeplab.space.supernet import Supernet, build_supernet
@@ -256,9 +257,11 @@ def train_epoch(
     cfg: SearchConfig,
     epoch: int,
     device: torch.device,
+    gradients: tuple[Gradients | None, Gradients | None] = (None, None),
 ) -> tuple[list[float], list[float]]:
     """One epoch of alternating steps: a weight step on a batch of A, then (after the warm-up
-    epochs) an architecture step on a batch of B. Returns both loss lists."""
+    epochs) an architecture step on a batch of B. Returns both loss lists. ``gradients``: how
+    each step computes its loss and gradients (:func:`step_graphs`; default: eagerly)."""
     loop, ignore = cfg.search, cfg.data.ignore_index
     loader_a = data.loader(data.split_a, loop.batch_size, seed=cfg.seed, epoch=epoch)
     batches_b = data.batches_b(loop.batch_size, epoch)
@@ -286,13 +289,19 @@ def train_epoch(
                     target.to(device),
                     ignore_index=ignore,
                     grad_clip=cfg.optim.grad_clip,
+                    gradients=gradients[0],
                 )
             )
             if with_arch:
                 images_b, target_b = next(batches_b)
                 arch_losses.append(
                     arch_step(
-                        net, opt.arch, images_b.to(device), target_b.to(device), ignore_index=ignore
+                        net,
+                        opt.arch,
+                        images_b.to(device),
+                        target_b.to(device),
+                        ignore_index=ignore,
+                        gradients=gradients[1],
                     )
                 )
             bar.set_postfix(loss=f"{weight_losses[-1]:.3f}", refresh=False)
@@ -338,6 +347,11 @@ def run_search(
         "search.batch_size",
     )
     autocast_dtype(cfg.search.precision)
+    if cfg.search.cuda_graphs and resolve_device(cfg.device).type != "cuda":
+        raise ValueError(
+            f"search.cuda_graphs=true needs a CUDA device; device={cfg.device!r} is "
+            f"{resolve_device(cfg.device)}"
+        )
     if cfg.space.levels > LEVELS:
         log.warning(
             "space.levels=%d: a path that reaches level %d or beyond (output stride %d) cannot "
@@ -399,6 +413,18 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
+def step_graphs(
+    net: Supernet, opt: Optimisers, cfg: SearchConfig, device: torch.device
+) -> tuple[Gradients | None, Gradients | None]:
+    """The weight and architecture steps' CUDA graphs where ``search.cuda_graphs`` is on
+    (:func:`~autodeeplab.search.graphs.graphed_steps`), else ``(None, None)``: eager steps."""
+    if not cfg.search.cuda_graphs:
+        return None, None
+    params = [[p for g in o.param_groups for p in g["params"]] for o in (opt.weights, opt.arch)]
+    weights, arch = graphed_steps(net, params, cfg.data.ignore_index)
+    return weights, arch
+
+
 def _search(
     cfg: SearchConfig,
     run_dir: Path,
@@ -416,6 +442,7 @@ def _search(
     net.checkpoint_nodes = loop.checkpoint
     net.autocast_dtype = autocast_dtype(loop.precision)
     opt = Optimisers.build(net, cfg)
+    gradients = step_graphs(net, opt, cfg, device)
     # After everything that can refuse the settings: this writes split.json, the first output.
     data = SearchData.prepare(cfg, run_dir, device, *datasets)
 
@@ -442,7 +469,7 @@ def _search(
         began = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        weight_losses, arch_losses = train_epoch(net, opt, data, cfg, epoch, device)
+        weight_losses, arch_losses = train_epoch(net, opt, data, cfg, epoch, device, gradients)
         lr = opt.schedule.get_last_lr()[0]
         opt.schedule.step()
         # The ranks' weights, alpha and beta agree, but each rank's BatchNorm running statistics

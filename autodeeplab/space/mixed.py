@@ -168,7 +168,8 @@ def _depthwise_backward(
     kernels are the ``H`` x ``W`` output gradients, summed over images. At the supernet's
     shapes that is 4-6x faster on a CPU than ``convolution_backward``'s weight gradient in
     channels_last (6-17x in NCHW), which was the largest single cost of a search step. The
-    input gradient is the conv with the flipped kernel.
+    input gradient is the conv with the flipped kernel. On a GPU, where a conv whose kernels are
+    whole maps is slow, both come from the library's ``convolution_backward``.
     """
     n, g, h, w = grad.shape
     kh, kw = weight.shape[-2:]
@@ -185,6 +186,12 @@ def _depthwise_backward(
         return grad_x, grad_weight
     padding = (kh // 2, kw // 2)
     grad = grad.contiguous()
+    if library_conv_gradients(grad.device):
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x if x is not None else grad, weight, None, [1, 1], list(padding), [1, 1],
+            False, [0, 0], g, [True, x is not None, False],
+        )  # fmt: skip
+        return grad_x, grad_weight
     grad_x = F.conv2d(grad, weight.flip(-2, -1), padding=padding, groups=g)
     if x is None:
         return grad_x, None
@@ -194,9 +201,16 @@ def _depthwise_backward(
     return grad_x, per_image.view(n, g, kh, kw).sum(0).unsqueeze(1)
 
 
+def library_conv_gradients(device: torch.device) -> bool:
+    """Whether the convs' gradients on ``device`` all come from the library's
+    ``convolution_backward`` (on GPUs) rather than from the CPU-tuned forms below."""
+    return device.type != "cpu"
+
+
 #: Dense (atrous) conv weight gradients are computed as a conv of the input with the output
 #: gradient as kernel (batch and channels swapped) from this kernel area, or from this map area,
-#: up: 1.5-2.2x faster than ``convolution_backward`` there on a CPU, slower below.
+#: up: 1.5-2.2x faster than ``convolution_backward`` there on a CPU, slower below (on a GPU,
+#: ``convolution_backward`` throughout).
 DENSE_GRAD_AS_CONV_MIN_TAPS = 25
 DENSE_GRAD_AS_CONV_MIN_PIXELS = 256
 
@@ -254,7 +268,9 @@ def _atrous_backward(
             grad_weight = torch.mm(grad_y, _columns(x).t()).view(o, c, 1, 1)
         return _uncolumns(torch.mm(weight.view(o, c).t(), grad_y), b, h, w), grad_weight
     padding = [kh // 2 * 2, kw // 2 * 2]
-    by_conv = kh * kw >= DENSE_GRAD_AS_CONV_MIN_TAPS or h * w >= DENSE_GRAD_AS_CONV_MIN_PIXELS
+    by_conv = not library_conv_gradients(grad.device) and (
+        kh * kw >= DENSE_GRAD_AS_CONV_MIN_TAPS or h * w >= DENSE_GRAD_AS_CONV_MIN_PIXELS
+    )
     mask = [True, weight_grad and not by_conv, False]
     grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
         grad, x, weight, None, [1, 1], padding, [2, 2], False, [0, 0], 1, mask
@@ -274,7 +290,11 @@ def _batch_norm_forward(
 
     Several ``bns`` belong to joined readers (:func:`mixed_ops`): ``x``'s channels are laid out
     (kernel, unit, ...) and each holds its units' share of both kernels' channels; their
-    statistics are joined for the call and written back."""
+    statistics are joined for the call and written back.
+
+    ``x`` is made contiguous first: on a GPU the library's kernel keeps its input's strides
+    (on a CPU it returns a contiguous output), and the callers view the output as NCHW."""
+    x = x.contiguous()
     first = bns[0]
     momentum = 0.0
     if first.training:
@@ -379,6 +399,9 @@ def _batch_norm_backward(
     pass.
     """
     channels = out.shape[1]
+    # The same layout as ``out`` (contiguous): on a GPU the library's kernel picks its layout
+    # by its inputs'.
+    grad = grad.contiguous()
     if training:
         # With mean 0 and inverse std 1 the kernel's normalised input is ``out`` itself; the
         # true inverse std (times ``scale``) goes in as the affine weight.
@@ -686,11 +709,13 @@ def _atrous_weights(
 
 
 def _pools(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``x`` in channels_last, its 3x3 max pool (contiguous) with the argmax indices
-    (channels_last) and its 3x3 average pool (contiguous). The pools run in channels_last,
-    2-7x faster on a CPU (forward and backward, the layout changes included); the backward
-    recomputes them rather than keep them (and the int64 indices) alive."""
-    x_last = x.contiguous(memory_format=torch.channels_last)
+    """``x`` in the pools' layout, its 3x3 max pool (contiguous) with the argmax indices (in
+    the pools' layout) and its 3x3 average pool (contiguous). On a CPU the pools run in
+    channels_last, 2-7x faster there (forward and backward, the layout changes included); on
+    a GPU in NCHW, where the library's channels_last average-pool backward with padding was
+    measured wrong (PyTorch 2.11, CUDA). The backward recomputes them rather than keep them
+    (and the int64 indices) alive."""
+    x_last = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
     max_pool, indices = torch.ops.aten.max_pool2d_with_indices(x_last, [3, 3], [1, 1], [1, 1])
     avg_pool = F.avg_pool2d(x_last, 3, 1, 1, count_include_pad=False)
     return x_last, max_pool.contiguous(), indices, avg_pool.contiguous()
@@ -867,7 +892,7 @@ def _mixed_backward(
     ]
     grad_free = torch.matmul(columns[free].transpose(0, 1), g).view(n, u_all, 3, c, h, w)
 
-    def pool_grad(k: int) -> torch.Tensor:  # into channels_last, as the pool kernels take it
+    def pool_grad(k: int) -> torch.Tensor:  # into the layout the pool kernels take
         return torch.empty_like(x_last).view(n, u_all, c, h, w).copy_(grad_free[:, :, k])
 
     grad_max = torch.ops.aten.max_pool2d_with_indices_backward(

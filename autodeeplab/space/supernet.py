@@ -203,8 +203,13 @@ class Supernet(nn.Module):
         self, x: torch.Tensor, alpha_weights: torch.Tensor, beta_weights: torch.Tensor
     ) -> torch.Tensor:
         """The forward pass under given normalised architecture weights."""
+        # No cast cache: each weight is cast once per pass anyway, and a CUDA graph capture
+        # (search.cuda_graphs) must not keep casts made outside it.
         autocast = torch.autocast(
-            x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            x.device.type,
+            dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype is not None,
+            cache_enabled=False,
         )
         with autocast:
             _, stem = self.stem(x)

@@ -44,6 +44,10 @@ def _smoke(*overrides):
         (["threads=0"], "threads=0: expected a positive number or null"),
         (["seed=-1"], "seed=-1: expected an integer >= 0"),
         (
+            ["search.cuda_graphs=true", "device=cpu"],
+            "search.cuda_graphs=true needs a CUDA device; device='cpu' is cpu",
+        ),
+        (
             ["space=default", "search.batch_size=1"],  # 32-pixel crops: 1x1 at level 3
             r"data.crop_size=32 leaves a 1x1 map at level 3, .* data.crop_size >= 33",
         ),

@@ -42,13 +42,13 @@ def _plain(
     gives each op module's BatchNorm statistics (default: its own, fresh)."""
     n, _, h, w = x.shape
     p, e, c = module.paths, module.edges, module.channels
-    templates = {op: OPS[op](c, 1, False).train(training) for op in PRIMITIVES}
+    templates = {op: OPS[op](c, 1, False).train(training).to(x.device) for op in PRIMITIVES}
     paths = []
     for path in range(p):
         xp = x[:, path * c : (path + 1) * c]
         edges = []
         for edge in range(e):
-            total = torch.zeros(n, c, h, w)
+            total = torch.zeros(n, c, h, w, device=x.device)
             for k, op in enumerate(PRIMITIVES):
                 if op != "none":
                     tensors = {**module.op_parameters(edge, op), **buffers(path, edge, op)}
@@ -59,20 +59,29 @@ def _plain(
     return torch.stack(paths, dim=1)
 
 
+@pytest.mark.parametrize("library_grads", [False, True])
 @pytest.mark.parametrize("merge_atrous", [True, False])
 @pytest.mark.parametrize(
     "h,w", [(1, 1), (2, 2), (1, 3), (2, 5), (4, 4), (3, 6), (5, 5), (9, 7), (16, 16)]
 )
-def test_input_edges_equal_plain_ops_on_small_and_odd_maps(h, w, merge_atrous, monkeypatch):
+def test_input_edges_equal_plain_ops_on_small_and_odd_maps(
+    h, w, merge_atrous, library_grads, monkeypatch, device
+):
     # Small maps are where kernel taps that only read padding are dropped. Both atrous convs
     # run as one call (3x3 padded to the 5x5's window) or, where their windows differ, as two.
+    # The conv gradients come from the CPU-tuned forms or, as on a GPU, from the library's
+    # convolution_backward (library_grads; what a GPU does whatever this says).
     limit = float("inf") if merge_atrous else 0.0
     monkeypatch.setattr(mixed, "ATROUS_MERGE_MAX_EXTRA_FLOPS", limit)
+    if library_grads:
+        monkeypatch.setattr(mixed, "library_conv_gradients", lambda device: True)
+    elif device.type != "cpu":
+        pytest.skip("a GPU always takes the library's conv gradients")
     torch.manual_seed(0)
-    module = InputEdges(channels=4, edges=3, paths=2)
-    x = torch.randn(2, 8, h, w, requires_grad=True)
-    weights = torch.softmax(torch.randn(3, len(PRIMITIVES)), -1).requires_grad_()
-    grad_out = torch.randn(2, 2, 3, 4, h, w)
+    module = InputEdges(channels=4, edges=3, paths=2).to(device)
+    x = torch.randn(2, 8, h, w, device=device, requires_grad=True)
+    weights = torch.softmax(torch.randn(3, len(PRIMITIVES), device=device), -1).requires_grad_()
+    grad_out = torch.randn(2, 2, 3, 4, h, w, device=device)
     inputs = [x, weights, *module.parameters()]
 
     fused = module(x, weights)

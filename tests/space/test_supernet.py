@@ -26,7 +26,7 @@ def _grads(net, x, forward):
     out = forward(x)
     target = torch.randint(
         0, net.num_classes, (x.shape[0], *x.shape[-2:]), generator=torch.Generator().manual_seed(1)
-    )
+    ).to(x.device)
     F.cross_entropy(out, target).backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
     return out.detach(), grads, x.grad
@@ -54,14 +54,14 @@ def _assert_same_step(step, ref_step, out_tol, grad_tol, x_tol):
     [(3, 3, 3, 32, 1), (2, 2, 5, 17, 1), (4, 4, 2, 40, 1), (3, 3, 3, 32, 2), (2, 3, 5, 19, 4)],
 )
 def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(
-    layers, levels, blocks, size, partial
+    layers, levels, blocks, size, partial, device
 ):
     # partial > 1: PC-DARTS partial channels, against the plain per-edge slice-cat-shuffle.
-    net = _tiny(3, layers, levels, blocks, 2 * partial, partial)
+    net = _tiny(3, layers, levels, blocks, 2 * partial, partial).to(device)
     with torch.no_grad():  # make alpha and beta far from uniform so mixing errors show
         net.alpha.normal_(0, 1)
         net.beta.normal_(0, 1)
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, size, size, device=device)
     step = _grads(net, x, net)
     assert step[0].shape == (2, 3, size, size)
     ref_step = _grads(net, x, lambda inp: reference_forward(net, inp))
@@ -69,19 +69,19 @@ def test_fused_supernet_equals_plain_eq6_outputs_and_gradients(
 
 
 @pytest.mark.parametrize("partial", [1, 2])
-def test_float64_eval_mode_equals_plain_eq6_to_rounding(partial):
+def test_float64_eval_mode_equals_plain_eq6_to_rounding(partial, device):
     # Eval mode: both normalise with the cells' running statistics (warmed up first, so they
     # are far from 0 and 1). Float64 end to end: logits and every gradient, alpha's included,
     # agree to rounding, so nothing in between drops to float32.
     torch.manual_seed(0)
-    net = _tiny(3, 3, 3, 3, 2 * partial, partial).double()
+    net = _tiny(3, 3, 3, 3, 2 * partial, partial).double().to(device)
     with torch.no_grad():
         net.alpha.normal_(0, 1)
         net.beta.normal_(0, 1)
         for _ in range(3):
-            net(torch.randn(2, 3, 24, 24, dtype=torch.float64) * 3 + 1)
+            net(torch.randn(2, 3, 24, 24, dtype=torch.float64, device=device) * 3 + 1)
     net.eval()
-    x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    x = torch.randn(2, 3, 24, 24, dtype=torch.float64, device=device)
     step = _grads(net, x, net)
     assert step[0].dtype == torch.float64
     ref_step = _grads(net, x, lambda inp: reference_forward(net, inp))
@@ -174,16 +174,16 @@ def _step(net, x, target):
     }
 
 
-def test_activation_checkpointing_gives_the_same_step_and_batchnorm_statistics():
+def test_activation_checkpointing_gives_the_same_step_and_batchnorm_statistics(device):
     torch.manual_seed(0)
-    plain, ckpt = _tiny(3, 3, 3, 3), _tiny(3, 3, 3, 3)
+    plain, ckpt = _tiny(3, 3, 3, 3).to(device), _tiny(3, 3, 3, 3).to(device)
     ckpt.load_state_dict(plain.state_dict())
     with torch.no_grad():
         plain.alpha.normal_(0, 1)
         ckpt.alpha.copy_(plain.alpha)
     ckpt.checkpoint_nodes = True
-    x = torch.randn(2, 3, 32, 32)
-    target = torch.randint(0, 3, (2, 32, 32))
+    x = torch.randn(2, 3, 32, 32, device=device)
+    target = torch.randint(0, 3, (2, 32, 32), device=device)
     out, grads = _step(plain, x, target)
     ckpt_out, ckpt_grads = _step(ckpt, x, target)
     torch.testing.assert_close(ckpt_out, out, atol=1e-6, rtol=1e-5)
@@ -195,11 +195,11 @@ def test_activation_checkpointing_gives_the_same_step_and_batchnorm_statistics()
         torch.testing.assert_close(b, a, atol=1e-7, rtol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_bf16_autocast_keeps_arch_parameters_and_logits_float32():
+def test_bf16_autocast_keeps_arch_parameters_and_logits_float32(device):
     torch.manual_seed(0)
-    net = _tiny(3, 2, 3, 3)
-    x = torch.randn(2, 3, 32, 32)
-    target = torch.randint(0, 3, (2, 32, 32))
+    net = _tiny(3, 2, 3, 3).to(device)
+    x = torch.randn(2, 3, 32, 32, device=device)
+    target = torch.randint(0, 3, (2, 32, 32), device=device)
     _, grads = _step(net, x, target)
     net.autocast_dtype = torch.bfloat16
     out, bf16_grads = _step(net, x, target)
@@ -218,13 +218,13 @@ def test_bf16_autocast_keeps_arch_parameters_and_logits_float32():
         assert 0.5 < ratio < 2, (name, ratio)
 
 
-def test_arch_gradients_with_frozen_weights_equal_the_full_backward():
+def test_arch_gradients_with_frozen_weights_equal_the_full_backward(device):
     # The architecture step differentiates alpha and beta only; freezing the weights lets the
     # fused mixed ops skip the weight gradients, and must not change alpha's and beta's.
     torch.manual_seed(0)
-    net = _tiny(3, 3, 3, 3)
-    x = torch.randn(2, 3, 32, 32)
-    target = torch.randint(0, 3, (2, 32, 32))
+    net = _tiny(3, 3, 3, 3).to(device)
+    x = torch.randn(2, 3, 32, 32, device=device)
+    target = torch.randint(0, 3, (2, 32, 32), device=device)
     arch = list(net.arch_parameters())
     net.train()
     state = {k: v.clone() for k, v in net.state_dict().items()}
