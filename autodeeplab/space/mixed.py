@@ -292,9 +292,10 @@ def _batch_norm_forward(
     (kernel, unit, ...) and each holds its units' share of both kernels' channels; their
     statistics are joined for the call and written back.
 
-    ``x`` is made contiguous first: on a GPU the library's kernel keeps its input's strides
-    (on a CPU it returns a contiguous output), and the callers view the output as NCHW."""
-    x = x.contiguous()
+    On a GPU ``x`` is made contiguous first: the library's kernel keeps its input's strides
+    there (on a CPU it returns a contiguous output), and the callers view the output as NCHW."""
+    if x.device.type != "cpu":
+        x = x.contiguous()
     first = bns[0]
     momentum = 0.0
     if first.training:
@@ -399,9 +400,10 @@ def _batch_norm_backward(
     pass.
     """
     channels = out.shape[1]
-    # The same layout as ``out`` (contiguous): on a GPU the library's kernel picks its layout
-    # by its inputs'.
-    grad = grad.contiguous()
+    # On a GPU the library's kernel picks its layout by its inputs': the same as ``out``'s
+    # (contiguous) there.
+    if grad.device.type != "cpu":
+        grad = grad.contiguous()
     if training:
         # With mean 0 and inverse std 1 the kernel's normalised input is ``out`` itself; the
         # true inverse std (times ``scale``) goes in as the affine weight.
