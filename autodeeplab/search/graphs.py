@@ -32,7 +32,9 @@ class GraphedGradients:
     together with those of ``self.captured_with`` not yet captured (the other step's, set by
     :func:`graphed_steps`). Each call with a batch of that shape copies it into the graph's
     inputs and replays the graph. A batch of another shape runs eagerly. The loss and gradients
-    returned are the graph's own tensors: the next replay overwrites them.
+    returned are the graph's own tensors: the next replay of any graph sharing its pool (the
+    other step's too) may overwrite them, so they must be used before that replay (the
+    optimiser step does).
 
     ``pool``: a memory pool (``torch.cuda.graph_pool_handle()``) shared with other graphs that
     are never replayed at the same time, such as the other step's.
