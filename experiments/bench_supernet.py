@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab import Supernet, build_supernet
+from autodeeplab.engine.runtime import deterministic_algorithms
 from autodeeplab.search.bilevel import gradients_only_for
 from autodeeplab.search.graphs import graphed_steps
 from autodeeplab.space.reference import reference_forward
@@ -253,6 +254,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="replay each step from a CUDA graph, as search.cuda_graphs does (CUDA only)",
     )
     parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="PyTorch's deterministic algorithms, as search.deterministic uses (GPU speed cost)",
+    )
+    parser.add_argument(
         "--partial-channels",
         type=int,
         default=1,
@@ -270,11 +276,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="also time the weight step of the plain eq. 6 implementation (slow)",
     )
     args = parser.parse_args(argv)
+    if args.cuda_graphs and torch.device(args.device).type != "cuda":
+        parser.error(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
+    with deterministic_algorithms(args.deterministic):
+        return measure(args)
 
+
+def measure(args: argparse.Namespace) -> dict:
+    """The figures :func:`main` prints, for its parsed options."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.cuda_graphs and device.type != "cuda":
-        parser.error(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
     calibration_before = calibration_unit_seconds() if device.type == "cpu" else None
     # The process before the supernet exists (torch, this library, the calibration).
     baseline_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -32,6 +32,7 @@ bench fp32
 bench fp32_graphs --cuda-graphs
 bench bf16_graphs --precision bf16 --cuda-graphs
 bench fp32_graphs_checkpoint --cuda-graphs --checkpoint
+bench fp32_graphs_deterministic --cuda-graphs --deterministic
 bench bf16_graphs_checkpoint --precision bf16 --cuda-graphs --checkpoint
 bench bf16_graphs_pc4 --precision bf16 --cuda-graphs --partial-channels 4
 bench fp32_reference --no-arch --reference

@@ -87,6 +87,12 @@ class LoopConfig:
     # without the cost of launching the step's tens of thousands of small kernels one by one,
     # several times faster on a GPU. The graphs' memory stays reserved for the whole search.
     cuda_graphs: bool = False
+    # PyTorch's deterministic algorithms for the whole search: on a GPU, two searches with the
+    # same settings (graphed or not, resumed or not) then end with the same alpha, beta and
+    # weights bit for bit. Without it some GPU kernels sum in a varying order, and Adam
+    # magnifies the differences (up to 0.02 in alpha after a few epochs). A CPU search repeats
+    # bit for bit either way. Costs GPU speed (see the README's Performance).
+    deterministic: bool = False
 
 
 @dataclass

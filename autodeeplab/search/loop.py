@@ -35,7 +35,7 @@ from autodeeplab.engine import distributed
 from autodeeplab.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from autodeeplab.engine.metrics import ConfusionMatrix
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
-from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
+from autodeeplab.engine.runtime import deterministic_algorithms, peak_memory_mib, resolve_device
 from autodeeplab.genotype import Genotype
 from autodeeplab.models.backbone import LEVELS
 from autodeeplab.ops import check_coarsest_map
@@ -400,7 +400,8 @@ def run_search(
         check_state=lambda state: resumed_split(run_dir, len(datasets[0]), state),
         on_start=on_start,
     ) as state:
-        return _search(cfg, run_dir, state, datasets)
+        with deterministic_algorithms(cfg.search.deterministic):
+            return _search(cfg, run_dir, state, datasets)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}

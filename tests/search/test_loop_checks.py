@@ -214,3 +214,22 @@ def test_more_levels_than_the_retrain_builds_are_searched_with_a_warning(tmp_pat
     with caplog.at_level(logging.WARNING, logger="autodeeplab.search"):
         run_search(_smoke("search.epochs=1"), tmp_path / "four")
     assert "space.levels" not in caplog.text
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_the_search_runs_with_deterministic_algorithms_as_configured(
+    tmp_path, monkeypatch, deterministic
+):
+    import autodeeplab.search.loop as search_loop
+
+    seen, step = [], search_loop.weight_step
+
+    def recording(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(search_loop, "weight_step", recording)
+    cfg = _smoke("search.epochs=1", "search.max_steps=1", f"search.deterministic={deterministic}")
+    run_search(cfg, tmp_path / "run")
+    assert seen == [deterministic]
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the search
