@@ -32,6 +32,11 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
     color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (0: off)
     val_every: int = 5000  # validate every N iterations (and at the end)
+    # PyTorch's deterministic algorithms for the whole retrain: on a GPU, two retrains with the
+    # same settings (resumed or not) then end with the same weights bit for bit; without it
+    # some GPU kernels sum in a varying order. A CPU retrain repeats bit for bit either way.
+    # Costs GPU speed.
+    deterministic: bool = False
 
 
 @dataclass

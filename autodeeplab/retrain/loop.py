@@ -39,7 +39,7 @@ from autodeeplab.engine.checkpoint import (
 from autodeeplab.engine.evaluation import evaluate_model
 from autodeeplab.engine.losses import build_loss
 from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
-from autodeeplab.engine.runtime import peak_memory_mib, resolve_device
+from autodeeplab.engine.runtime import deterministic_algorithms, peak_memory_mib, resolve_device
 from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
 from autodeeplab.genotype import Genotype, GenotypeError
@@ -173,7 +173,8 @@ def run_retrain(
         ),
         on_start=on_start,
     ) as state:
-        return _retrain(cfg, run_dir, state, inputs)
+        with deterministic_algorithms(cfg.train.deterministic):
+            return _retrain(cfg, run_dir, state, inputs)
 
 
 @dataclasses.dataclass

@@ -473,3 +473,33 @@ def test_a_best_checkpoint_of_the_lost_run_stays_the_best_until_beaten(
     for name, tensor in lost["model"].items():
         assert torch.equal(saved["model"][name], tensor), name
     assert "does not record as the best" in caplog.text
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_the_retrain_runs_with_deterministic_algorithms_as_configured(
+    retrain_config, tmp_path, monkeypatch, deterministic
+):
+    seen, real_evaluate = [], retrain_loop.evaluate_model
+
+    def recording(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_loop, "evaluate_model", recording)
+    overrides = ("experiment=smoke", "train.iterations=2", f"train.deterministic={deterministic}")
+    run_retrain(retrain_config(*overrides), tmp_path / "run")
+    assert seen == [deterministic]  # one validation, at the end
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the retrain
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_a_deterministic_gpu_retrain_repeats_bit_for_bit(retrain_config, tmp_path):
+    # Drop Path on, so its masks (from the global generator) are part of what repeats.
+    overrides = (*DROP, "device=cuda", "train.deterministic=true")
+    for run in ("a", "b"):
+        run_retrain(retrain_config(*overrides), tmp_path / run)
+    a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 24
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
