@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autodeeplab import Supernet, build_supernet
 from autodeeplab.engine.runtime import deterministic_algorithms
-from autodeeplab.search.bilevel import gradients_only_for
+from autodeeplab.search.bilevel import loss_and_gradients
 from autodeeplab.search.graphs import graphed_steps
 from autodeeplab.space.reference import reference_forward
 
@@ -305,8 +305,7 @@ def measure(args: argparse.Namespace) -> dict:
     def arch_step() -> None:
         # As in the search: the weight step frees its gradients after the optimiser step.
         net.zero_grad(set_to_none=True)
-        with gradients_only_for(net, arch):
-            torch.autograd.grad(F.cross_entropy(net(images), target), arch)
+        loss_and_gradients(net, arch, images, target, -100)
 
     capture_s = None
     if args.cuda_graphs:

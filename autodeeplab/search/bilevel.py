@@ -44,6 +44,11 @@ def gradients_only_for(net: nn.Module, params: Iterable[nn.Parameter]) -> Iterat
             p.requires_grad_(True)
 
 
+def optimised_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """The parameters ``optimizer`` steps, in its order (of its groups, then within each)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def loss_and_gradients(
     net: nn.Module,
     params: Sequence[nn.Parameter],
@@ -81,7 +86,7 @@ def weight_step(
     this rank's batch). ``gradients``: how to compute the loss and the weights' gradients
     (default: a backward pass)."""
     optimizer.zero_grad(set_to_none=True)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = optimised_parameters(optimizer)
     if gradients is None:
         loss = segmentation_loss(net(images), target, ignore_index)
         loss.backward()
@@ -112,7 +117,7 @@ def arch_step(
     """One first-order step on alpha and beta with the weights fixed. Returns the loss (of this
     rank's batch). ``gradients``: how to compute the loss and alpha's and beta's gradients
     (default: :func:`loss_and_gradients`)."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = optimised_parameters(optimizer)
     # Only alpha/beta gradients: the weight gradients of this batch would be thrown away.
     if gradients is None:
         loss, grads = loss_and_gradients(net, params, images, target, ignore_index)

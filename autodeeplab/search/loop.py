@@ -39,7 +39,7 @@ from autodeeplab.engine.runtime import deterministic_algorithms, peak_memory_mib
 from autodeeplab.genotype import Genotype
 from autodeeplab.models.backbone import LEVELS
 from autodeeplab.ops import check_coarsest_map
-from autodeeplab.search.bilevel import Gradients, arch_step, weight_step
+from autodeeplab.search.bilevel import Gradients, arch_step, optimised_parameters, weight_step
 from autodeeplab.search.config import SearchConfig, check_search_config
 from autodeeplab.search.graphs import graphed_steps
 from autodeeplab.search.records import TensorBoardLog, write_history
@@ -415,13 +415,13 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def step_graphs(
-    net: Supernet, opt: Optimisers, cfg: SearchConfig, device: torch.device
+    net: Supernet, opt: Optimisers, cfg: SearchConfig
 ) -> tuple[Gradients | None, Gradients | None]:
     """The weight and architecture steps' CUDA graphs where ``search.cuda_graphs`` is on
     (:func:`~autodeeplab.search.graphs.graphed_steps`), else ``(None, None)``: eager steps."""
     if not cfg.search.cuda_graphs:
         return None, None
-    params = [[p for g in o.param_groups for p in g["params"]] for o in (opt.weights, opt.arch)]
+    params = [optimised_parameters(o) for o in (opt.weights, opt.arch)]
     weights, arch = graphed_steps(net, params, cfg.data.ignore_index)
     return weights, arch
 
@@ -443,7 +443,7 @@ def _search(
     net.checkpoint_nodes = loop.checkpoint
     net.autocast_dtype = autocast_dtype(loop.precision)
     opt = Optimisers.build(net, cfg)
-    gradients = step_graphs(net, opt, cfg, device)
+    gradients = step_graphs(net, opt, cfg)
     # After everything that can refuse the settings: this writes split.json, the first output.
     data = SearchData.prepare(cfg, run_dir, device, *datasets)
 
