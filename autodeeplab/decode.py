@@ -46,6 +46,20 @@ def _check_finite(name: str, values: np.ndarray, where: np.ndarray | None = None
         )
 
 
+#: Difference of two log-probabilities (edges' strengths in :func:`decode_cell`, paths in
+#: :func:`viterbi_path`) below which they count as a tie: far above the rounding of a softmax or
+#: of a sum of a few dozen logarithms, far below any difference a search makes.
+TIE_TOLERANCE = 1e-9
+
+
+def _beats(candidate: float, best: float) -> bool:
+    """Whether log-probability ``candidate`` is larger than ``best`` by more than a tie: by
+    more than :data:`TIE_TOLERANCE`, relative where they are below -1, else absolute."""
+    if candidate == -np.inf or candidate <= best:
+        return False
+    return best == -np.inf or candidate - best > TIE_TOLERANCE * max(1.0, abs(best))
+
+
 def blocks_for_edges(edges: int) -> int:
     """The number of blocks B whose cell has ``edges`` edges (20 -> 5)."""
     blocks = 0
@@ -62,8 +76,10 @@ def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
     """Top-``keep`` edges per block from alpha logits ``(edges, ops)``.
 
     An edge's strength is its largest non-``none`` softmax weight; ties go to the lower edge
-    index. Each kept edge takes its argmax op excluding ``none``. Kept edges are listed in input
-    order (``prev_prev``, ``prev``, ``block1``, ...).
+    index (strengths whose logarithms agree to :data:`TIE_TOLERANCE` are ties: equal logits
+    in another order can give softmax weights that differ in their last bit). Each kept
+    edge takes its argmax op excluding ``none``. Kept edges are listed in input order
+    (``prev_prev``, ``prev``, ``block1``, ...).
     """
     logits = _as_array(alpha)
     if logits.ndim != 2 or logits.shape[1] != len(PRIMITIVES):
@@ -76,9 +92,14 @@ def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
     for block in range(1, blocks_for_edges(weights.shape[0]) + 1):
         inputs = block_inputs(block)
         rows = [edge_row(block, name) for name in inputs]
-        strength = real[rows].max(axis=1)
-        # Stable sort on -strength: equal strengths keep input order, i.e. lower edge index.
-        kept = sorted(np.argsort(-strength, kind="stable")[:keep])
+        with np.errstate(divide="ignore"):  # compared as logarithms (see _beats)
+            strength = np.log(real[rows].max(axis=1))
+        left, kept = list(range(len(rows))), []
+        while left and len(kept) < keep:  # the strongest left, the lowest index among ties
+            top = max(strength[k] for k in left)
+            kept.append(next(k for k in left if not _beats(top, strength[k])))
+            left.remove(kept[-1])
+        kept.sort()
         cell.append(tuple(Edge(PRIMITIVES[int(real[rows[k]].argmax())], inputs[k]) for k in kept))
     return tuple(cell)
 
@@ -90,7 +111,9 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
     path starts at the stem (level 0, layer 0), takes ``L`` transitions and ends at the best level;
     it is returned as the level of layers ``1..L``. Ties between paths of equal probability
     go to the lower level: each node keeps its predecessor at the lowest level among the best,
-    and the path ends at the lowest of the best levels.
+    and the path ends at the lowest of the best levels. Log-probabilities that agree to
+    :data:`TIE_TOLERANCE` count as equal: the same product summed in another
+    order can differ in its last bit, which would otherwise decide the tie.
     """
     logits = _as_array(beta)
     if logits.ndim != 3 or logits.shape[2] != 3:
@@ -108,11 +131,11 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
         for s in range(levels):
             for d in range(3):
                 t = s + d - 1
-                if 0 <= t < levels and score[s] + log_p[l, s, d] > new[t]:
+                if 0 <= t < levels and _beats(score[s] + log_p[l, s, d], new[t]):
                     new[t] = score[s] + log_p[l, s, d]
                     back[l, t] = s
         score = new
-    level = int(np.argmax(score))
+    level = next(s for s in range(levels) if not _beats(score.max(), score[s]))
     probability = math.exp(score[level])
     path = [level]
     for l in range(layers - 1, 0, -1):

@@ -1,5 +1,6 @@
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from autodeeplab import PRIMITIVES, decode
 from autodeeplab.decode import decode_cell, transition_probabilities, viterbi_path
 from autodeeplab.genotype import Edge
 from autodeeplab.space.edges import edge_row
+from autodeeplab.space.lattice import Lattice
 
 OP = {name: i for i, name in enumerate(PRIMITIVES)}
 
@@ -114,6 +116,20 @@ def test_ties_go_to_the_lower_edge_index():
         assert all(e.op == "max_pool_3x3" for e in block)  # first non-none column
 
 
+def test_edges_whose_ops_weigh_the_same_in_another_order_tie():
+    # Every edge holds the same logits in its own order (`none` fixed): all strengths are equal,
+    # though their softmax weights can differ in the last bit. Ties keep the first two inputs.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(scale=3.0, size=len(PRIMITIVES))
+        alpha = np.tile(logits, (20, 1))
+        real = [i for i in range(len(PRIMITIVES)) if i != OP["none"]]
+        for row in alpha:
+            row[real] = rng.permutation(row[real])
+        for block in decode_cell(alpha):
+            assert [e.input for e in block] == ["prev_prev", "prev"]
+
+
 def test_viterbi_ties_go_to_the_lower_level():
     # Uniform beta on 2 layers x 2 levels: all four paths have probability 1/4.
     assert viterbi_path(np.zeros((2, 2, 3))) == ((0, 0), 0.25)
@@ -127,6 +143,46 @@ def test_viterbi_ties_go_to_the_lower_level():
     assert math.isclose(probability, 0.5 / (1 + math.exp(-10)))
 
 
+def _exact_best_paths(weights, mask):
+    """All most probable paths, exactly: node (l, s) moves in direction d with probability
+    ``weights[l, s, d]`` over the sum of its existing directions' weights (integers)."""
+    layers, levels, _ = weights.shape
+    scored = []
+    for steps in itertools.product((-1, 0, 1), repeat=layers):
+        level, probability, path = 0, Fraction(1), []
+        for l, step in enumerate(steps):
+            if not mask[l, level, step + 1]:
+                probability = Fraction(0)
+                break
+            total = sum(int(w) for w, m in zip(weights[l, level], mask[l, level]) if m)
+            probability *= Fraction(int(weights[l, level, step + 1]), total)
+            level += step
+            path.append(level)
+        scored.append((probability, tuple(path)))
+    best = max(probability for probability, _ in scored)
+    return [path for probability, path in scored if probability == best]
+
+
+def test_viterbi_breaks_exact_ties_by_its_rule_despite_rounding():
+    # Logits 0 or log 3 make every path's probability an exact fraction, with many ties. Their
+    # log-sums can differ in the last bit (e.g. -1.8971199848858811 against ...813 for the
+    # first case below); the rule still decides: lowest final level, then at each layer back
+    # the lowest predecessor, i.e. the smallest path read backwards.
+    rng = np.random.default_rng(0)
+    cases = [np.array([[[1, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0]],
+                       [[0, 1, 1], [1, 0, 0], [0, 1, 0], [0, 1, 1]],
+                       [[0, 1, 1], [0, 1, 0], [1, 1, 0], [0, 1, 1]]])]  # fmt: skip
+    cases += [rng.integers(0, 2, size=(layers, 4, 3)) for layers in (3, 4, 5, 6) for _ in range(40)]
+    tied = 0
+    for flags in cases:
+        mask = Lattice(flags.shape[0], 4).beta_mask().numpy()
+        best = _exact_best_paths(np.where(flags == 1, 3, 1), mask)
+        tied += len(best) > 1
+        path, probability = viterbi_path(flags * math.log(3.0))
+        assert path == min(best, key=lambda p: p[::-1]), flags.tolist()
+    assert tied > 50  # the cases do exercise ties
+
+
 def test_decode_is_pure_and_records_the_path_probability():
     alpha, beta = torch.randn(20, 8), torch.randn(12, 4, 3)
     before = (alpha.clone(), beta.clone())
@@ -138,8 +194,6 @@ def test_decode_is_pure_and_records_the_path_probability():
 
 
 def test_decoder_reads_every_valid_beta_entry_and_no_other():
-    from autodeeplab.space.lattice import Lattice
-
     lattice = Lattice(12, 4)
     mask = lattice.beta_mask().numpy()
     beta = np.random.default_rng(3).normal(size=(12, 4, 3))
