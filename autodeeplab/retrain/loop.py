@@ -291,6 +291,19 @@ def _retrain(
     schedule = poly_lr(optimizer, train.iterations, train.power)
     loss_fn = inputs.loss_fn
     step, records, best = 0, [], None
+    if main:  # where the run goes and on what, before the first validation's wait
+        log.info(
+            "retrain in %s on %s: %s data, %d training and %d validation images; "
+            "train.iterations=%d of batch %d; a model of %.2fM parameters",
+            run_dir,
+            device,
+            data.name,
+            len(train_set),
+            len(val_set),
+            train.iterations,
+            train.batch_size,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+        )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

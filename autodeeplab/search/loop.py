@@ -446,6 +446,19 @@ def _search(
     gradients = step_graphs(net, opt, cfg)
     # After everything that can refuse the settings: this writes split.json, the first output.
     data = SearchData.prepare(cfg, run_dir, device, *datasets)
+    if main:  # where the run goes and on what, before the first epoch's wait
+        log.info(
+            "search in %s on %s: %s data, split A %d and B %d images, %d held out; "
+            "search.epochs=%d, architecture steps after epoch %d",
+            run_dir,
+            device,
+            cfg.data.name,
+            len(data.split_a),
+            len(data.split_b),
+            len(data.val),
+            loop.epochs,
+            loop.arch_start_epoch,
+        )
 
     history: dict[str, list[Any]] = {"epoch": [], "alpha": [], "beta": []}
     records: list[dict[str, Any]] = []

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -490,6 +491,22 @@ def test_the_retrain_runs_with_deterministic_algorithms_as_configured(
     run_retrain(retrain_config(*overrides), tmp_path / "run")
     assert seen == [deterministic]  # one validation, at the end
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the retrain
+
+
+def test_the_retrain_says_where_it_goes_and_on_what_before_it_trains(
+    retrain_config, tmp_path, caplog
+):
+    cfg = retrain_config("experiment=smoke", "train.iterations=1", "train.val_every=1")
+    with caplog.at_level(logging.INFO, logger="autodeeplab.retrain"):
+        run_retrain(cfg, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records]
+    opening = (
+        f"retrain in {tmp_path / 'run'} on cpu: textures data, {cfg.data.train_samples} "
+        f"training and {cfg.data.val_samples} validation images; train.iterations=1 of batch "
+        f"{cfg.train.batch_size}; a model of "
+    )
+    assert lines[0].startswith(opening), lines[0]
+    assert lines[1].startswith("iteration 1/1:")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")

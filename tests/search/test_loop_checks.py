@@ -216,6 +216,20 @@ def test_more_levels_than_the_retrain_builds_are_searched_with_a_warning(tmp_pat
     assert "space.levels" not in caplog.text
 
 
+def test_the_search_says_where_it_goes_and_on_what_before_its_first_epoch(tmp_path, caplog):
+    cfg = _smoke("search.epochs=1")
+    with caplog.at_level(logging.INFO, logger="autodeeplab.search"):
+        run_search(cfg, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    half = cfg.data.train_samples // 2
+    assert lines[0] == (
+        f"search in {tmp_path / 'run'} on cpu: textures data, split A {half} and B {half} "
+        f"images, {cfg.data.val_samples} held out; search.epochs=1, architecture steps after epoch "
+        f"{cfg.search.arch_start_epoch}"
+    )
+    assert lines[1].startswith("epoch 1/1:")
+
+
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_the_search_runs_with_deterministic_algorithms_as_configured(
     tmp_path, monkeypatch, deterministic
