@@ -231,12 +231,14 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
     Yields the function to call when the job starts in ``run_dir`` (its ``on_start``).
 
     ``run_dir`` is the directory Hydra made for this job. Where the settings are refused before
-    anything was written there, the refusal goes to the console only and the directory is
-    removed again, so that refused commands leave no run directories behind. A directory that
-    already held something (an earlier run's, or another stage's) gets nothing of a refusal
-    that comes before the job starts. The stages open their log file with its first line
-    (``delay`` in their Hydra logging config); an empty log file, as Hydra's default logging
-    makes it, counts as nothing written."""
+    the job started and anything but its log was written there, the refusal goes to the
+    console only and the directory is removed again, its log with it (the console has shown
+    the log's lines, e.g. a warning about the settings), so that refused commands leave no run
+    directories behind, nor lines in the log of a later run there. A directory that already
+    held something (an earlier run's, or another stage's) gets nothing of a refusal that comes
+    before the job starts. The stages open their log file with its first line (``delay`` in
+    their Hydra logging config); an empty log file, as Hydra's default logging makes it,
+    counts as nothing written."""
     from omegaconf.errors import MissingMandatoryValue
 
     fresh = _empty_logs(run_dir) if run_dir is not None else None
@@ -253,19 +255,15 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
         others = isinstance(err, FileExistsError) or (
             run_dir is not None and fresh is None and not started
         )
-        # Still only the empty logs seen on entry: nothing but this job has written there.
-        untouched = (
-            not others
-            and fresh is not None
-            and distributed.world_size() == 1
-            and _empty_logs(run_dir) == fresh
-        )
+        # Empty on entry but for empty logs, and still nothing but logs: only this job's lines.
+        logs = _logs(run_dir) if fresh is not None and not started else None
+        untouched = not others and logs is not None and distributed.world_size() == 1
         if untouched or others:
             _close_log_files()
         log.error("%s", user_message(err))
         if untouched:
             try:
-                for path in fresh:
+                for path in logs:
                     path.unlink()
                 run_dir.rmdir()  # fails, keeping it, where anything else has appeared
             except OSError:
@@ -273,15 +271,22 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
         sys.exit(2)
 
 
-def _empty_logs(run_dir: Path) -> list[Path] | None:
-    """The log files of ``run_dir`` where it holds nothing else and they are all empty (none
-    at all for an empty directory), as Hydra leaves a job's new directory; else None."""
+def _logs(run_dir: Path) -> list[Path] | None:
+    """The log files of ``run_dir`` where it holds nothing else (none at all for an empty
+    directory); else None."""
     try:
         entries = sorted(run_dir.iterdir())
     except OSError:
         return None
-    logs = [p for p in entries if p.suffix == ".log" and p.is_file() and p.stat().st_size == 0]
+    logs = [p for p in entries if p.suffix == ".log" and p.is_file()]
     return logs if len(logs) == len(entries) else None
+
+
+def _empty_logs(run_dir: Path) -> list[Path] | None:
+    """The log files of ``run_dir`` where it holds nothing else and they are all empty (none
+    at all for an empty directory), as Hydra leaves a job's new directory; else None."""
+    logs = _logs(run_dir)
+    return logs if logs is not None and all(p.stat().st_size == 0 for p in logs) else None
 
 
 def user_message(err: BaseException) -> str:

@@ -190,6 +190,41 @@ def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
     assert [p.name for p in busy.iterdir()] == ["search.log"]
 
 
+def test_a_command_refused_after_a_warning_leaves_neither_directory_nor_log(tmp_path):
+    # A warning about the settings opened the job's log file before the refusal: the refusal
+    # still removes the directory, so that a later run there does not open with these lines.
+    log = logging.getLogger("test_launch")
+    for name in ("fresh", "empty"):  # as Hydra left it: an empty log file, or none yet
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        if name == "fresh":
+            (run_dir / "search.log").write_text("")
+        handler = logging.FileHandler(run_dir / "search.log", delay=True)
+        log.addHandler(handler)
+        try:
+            with pytest.raises(SystemExit), user_errors(log, run_dir):
+                log.warning("search.arch_start_epoch=1 with search.epochs=1: ...")
+                assert (run_dir / "search.log").read_text()
+                raise ValueError("split B has 1 samples, fewer than search.batch_size=2")
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        assert not run_dir.exists()
+    # Once the job has started, its log stays, with the error in it.
+    run_dir = _job_dir(tmp_path, "started")
+    handler = logging.FileHandler(run_dir / "search.log", delay=True)
+    log.addHandler(handler)
+    try:
+        with pytest.raises(SystemExit), user_errors(log, run_dir) as started:
+            log.warning("a warning")
+            started()
+            raise ValueError("epoch 1: the search diverged")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert "the search diverged" in (run_dir / "search.log").read_text()
+
+
 def test_a_refused_command_with_a_delayed_log_file_leaves_nothing_behind(tmp_path):
     # The stages open their log file with its first line: Hydra leaves the job an empty
     # directory, and the refusal, on the console only, creates no log file.
