@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ def results_path(cfg: EvaluateConfig) -> Path:
     tag += "_logits" if cfg.average == "logits" and pass_count(cfg.scales, cfg.flip) > 1 else ""
     tag += f"_crop{cfg.crop_size}" if cfg.crop_size is not None else ""
     return folder / f"eval_{checkpoint.stem}_{cfg.split}{tag}.json"
+
+
+#: What to do instead of scoring a split without labels.
+_UNLABELLED_HINT = (
+    "evaluate a labelled split (split=val), or predict its images with "
+    "autodeeplab.engine.inference.predict"
+)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -100,6 +108,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     data = cfg.data
     dataset = dataset_from_config(data, cfg.split, data.val_samples if cfg.split == "val" else None)
     classes = list(getattr(dataset, "classes", None) or dataset.dataset.classes)
+    unlabelled = f"{data.name} split {cfg.split!r} has no labels"
+    pairs = getattr(dataset, "pairs", None)  # (image file, mask file or None) per sample
+    if pairs is not None and all(mask is None for _, mask in pairs):
+        raise ValueError(f"{unlabelled} (no mask files): nothing to score; {_UNLABELLED_HINT}")
     samples = SeededSubset(dataset, range(len(dataset)), eval_transform(), seed=0)
     scores = evaluate_model(
         model,
@@ -115,6 +127,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         progress=cfg.progress,
         across_ranks=True,
     )
+    if math.isnan(scores["pixel_acc"]):  # no pixel of the split is labelled
+        raise ValueError(
+            f"{unlabelled}: every mask pixel is data.ignore_index={data.ignore_index}, so "
+            f"nothing was scored and no results were written; {_UNLABELLED_HINT}"
+        )
     result = {
         "checkpoint": str(cfg.checkpoint),
         "dataset": data.name,

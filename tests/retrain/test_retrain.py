@@ -375,6 +375,31 @@ def test_evaluations_with_other_inference_settings_get_other_files(evaluate_conf
     assert results_path(limited).name == "eval_best_val_first10.json"
 
 
+def test_a_split_without_labels_is_refused_not_scored_as_nulls(evaluate_config, tmp_path):
+    from PIL import Image
+
+    # A folder dataset whose test split has images but no masks, and a 3-class model.
+    root = tmp_path / "data"
+    (root / "classes.txt").parent.mkdir()
+    (root / "classes.txt").write_text("road\nsky\ntree\n")
+    for split in ("test", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        Image.new("RGB", (33, 33), (90, 120, 30)).save(root / "images" / split / "a.png")
+    (root / "masks" / "val").mkdir(parents=True)
+    Image.new("L", (33, 33), 255).save(root / "masks" / "val" / "a.png")  # all ignored
+    args = {"genotype": "paper", "num_classes": 3, "filter_multiplier": 4}
+    model = build_model(**args)
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model_args": args, "model": model.state_dict()}, checkpoint)
+    common = (f"checkpoint={checkpoint}", "data=folder", f"data.root={root}")
+    common += ("data.num_classes=3", "scales=[1.0]", "flip=false")
+    with pytest.raises(ValueError, match="folder split 'test' has no labels \\(no mask files\\)"):
+        run_evaluate(evaluate_config(*common, "split=test"))
+    with pytest.raises(ValueError, match="every mask pixel is data.ignore_index=255, so nothing"):
+        run_evaluate(evaluate_config(*common, "split=val"))
+    assert not list(tmp_path.glob("eval_*.json"))  # no file of nulls
+
+
 def test_colour_jitter_is_applied_before_normalisation():
     from autodeeplab.data.config import DataConfig
     from autodeeplab.data.transforms import ColorJitter, Normalize
