@@ -23,8 +23,9 @@ from autodeeplab.conf_path import CONF_DIR
 from autodeeplab.data import ade20k, cityscapes, folder, textures, voc  # noqa: F401  (registers)
 from autodeeplab.data.check import check_dataset, format_report
 from autodeeplab.data.config import DataConfig
-from autodeeplab.data.registry import build_dataset
+from autodeeplab.data.registry import build_dataset, check_against_config
 from autodeeplab.engine.config import store_schema, to_config
+from autodeeplab.launch import refuse_unknown_keys
 
 USAGE = """\
 usage: python -m autodeeplab.data check data=<name> data.root=<path> [key=value ...]
@@ -63,17 +64,7 @@ def run_check(config: CheckConfig) -> str:
     for split in config.splits:
         dataset = build_dataset(data.name, root=data.root, split=split, **data.options)
         # The same consistency the search demands, found here before hours are spent.
-        if dataset.num_classes != data.num_classes:
-            raise ValueError(
-                f"data.num_classes={data.num_classes} but dataset {data.name!r} has "
-                f"{dataset.num_classes} classes; set data.num_classes={dataset.num_classes}"
-            )
-        ignore_index = getattr(dataset, "ignore_index", data.ignore_index)
-        if ignore_index != data.ignore_index:
-            raise ValueError(
-                f"data.ignore_index={data.ignore_index} but dataset {data.name!r} marks ignored "
-                f"pixels with {ignore_index}"
-            )
+        check_against_config(dataset, data)
         reports[split] = check_dataset(
             dataset,
             progress=config.progress,
@@ -117,6 +108,9 @@ def cli() -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *args[1:]]
+    # A misspelt key gets the closest known one, as in the other stages (Hydra's own message
+    # suggests adding it with +, which the schema then refuses).
+    refuse_unknown_keys(sys.argv[1:], "check", CheckConfig, [CONF_DIR])
     main()
 
 

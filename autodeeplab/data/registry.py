@@ -119,20 +119,28 @@ def _matches(value: Any, expected: Any) -> bool | None:
     return None
 
 
+def check_against_config(dataset: Dataset, cfg: DataConfig) -> None:
+    """Raises ``ValueError`` where ``dataset`` (built from ``cfg``) has another class count or
+    ignore index than ``cfg`` states, saying which setting fits."""
+    num_classes = getattr(dataset, "num_classes", cfg.num_classes)
+    if num_classes != cfg.num_classes:
+        raise ValueError(
+            f"data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has {num_classes} "
+            f"classes; set data.num_classes={num_classes}"
+        )
+    ignore_index = getattr(dataset, "ignore_index", cfg.ignore_index)
+    if ignore_index != cfg.ignore_index:
+        raise ValueError(
+            f"data.ignore_index={cfg.ignore_index} but dataset {cfg.name!r} marks ignored "
+            f"pixels with {ignore_index}; set data.ignore_index={ignore_index}"
+        )
+
+
 def dataset_from_config(cfg: DataConfig, split: str, limit: int | None = None) -> Dataset:
     """The ``split`` of the dataset ``cfg`` describes, checked against its ``num_classes`` and
     ``ignore_index``; ``limit`` keeps the first samples only."""
     dataset = build_dataset(cfg.name, root=cfg.root, split=split, **cfg.options)
-    if getattr(dataset, "num_classes", cfg.num_classes) != cfg.num_classes:
-        raise ValueError(
-            f"data.num_classes={cfg.num_classes} but dataset {cfg.name!r} has "
-            f"{dataset.num_classes} classes"
-        )
-    if getattr(dataset, "ignore_index", cfg.ignore_index) != cfg.ignore_index:
-        raise ValueError(
-            f"data.ignore_index={cfg.ignore_index} but dataset {cfg.name!r} marks ignored "
-            f"pixels with {dataset.ignore_index}"
-        )
+    check_against_config(dataset, cfg)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"data.{split}_samples={limit}; expected a positive number or null")

@@ -62,6 +62,8 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` where it is a file; else the error :func:`load_checkpoint` would
     raise (for a directory, the checkpoint files in it), for a stage to refuse before it
     writes anything."""
+    if isinstance(path, str) and not path.strip():  # Path("") would be the working directory
+        raise FileNotFoundError("checkpoint is empty; pass checkpoint=<a .pt file>")
     path = Path(path)
     if path.is_dir():
         # A run directory keeps its checkpoints in checkpoints/.

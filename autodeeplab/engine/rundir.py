@@ -70,8 +70,9 @@ def check_run_dir(
         )
     if resume and not checkpoint.exists():
         raise FileNotFoundError(
-            f"resume=true but there is no checkpoint at {checkpoint} (a run stopped before its "
-            "first checkpoint cannot be resumed; start it in another hydra.run.dir)"
+            f"resume=true but there is no checkpoint at {checkpoint}: pass hydra.run.dir=<the "
+            "directory of the run to resume> (a run that stopped before its first checkpoint "
+            "cannot be resumed; start it again in another hydra.run.dir)"
         )
 
 

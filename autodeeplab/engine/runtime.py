@@ -17,8 +17,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device={name!r} is not a device name ({err})") from None
+    except RuntimeError:
+        raise ValueError(
+            f"device={name!r} is not a device name; expected auto, cpu, cuda or cuda:<index> "
+            "(or another of PyTorch's device types, e.g. mps)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
     return device

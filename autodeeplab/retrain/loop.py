@@ -42,7 +42,7 @@ from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import deterministic_algorithms, peak_memory_mib, resolve_device
 from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
-from autodeeplab.genotype import Genotype, GenotypeError
+from autodeeplab.genotype import NAMED_GENOTYPES, Genotype, GenotypeError
 from autodeeplab.models import build_model
 from autodeeplab.ops import check_coarsest_map
 from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
@@ -54,6 +54,11 @@ BEST = Path("checkpoints") / "best.pt"
 
 def load_genotype(spec: str, levels: int = 4) -> Genotype:
     """``spec``: a genotype.json path or a registered name such as ``"paper"``."""
+    if not spec.strip():  # Path("") would be the working directory
+        raise GenotypeError(
+            "genotype is empty; pass genotype=<a genotype.json file> or a registered name "
+            f"({', '.join(sorted(NAMED_GENOTYPES))})"
+        )
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return Genotype.from_json(path, levels=levels)
@@ -202,13 +207,16 @@ class RetrainInputs:
                 f"the training split has {len(train_set)} samples{ranks}, fewer than "
                 f"train.batch_size={cfg.train.batch_size}"
             )
-        loss_fn = build_loss(
-            dict(cfg.loss.terms),
-            ignore_index=data.ignore_index,
-            thresh=cfg.loss.ohem_thresh,
-            min_kept=cfg.loss.ohem_min_kept,
-            gamma=cfg.loss.focal_gamma,
-        )
+        try:
+            loss_fn = build_loss(
+                dict(cfg.loss.terms),
+                ignore_index=data.ignore_index,
+                thresh=cfg.loss.ohem_thresh,
+                min_kept=cfg.loss.ohem_min_kept,
+                gamma=cfg.loss.focal_gamma,
+            )
+        except ValueError as err:
+            raise ValueError(f"loss.terms={dict(cfg.loss.terms)}: {err}") from None
         return cls(genotype, train_set, val_set, loss_fn)
 
 

@@ -108,6 +108,12 @@ class SearchData:
         data = cfg.data
         train_set = dataset_from_config(data, "train", data.train_samples)
         val_set = dataset_from_config(data, "val", data.val_samples)
+        if len(train_set) < 2:
+            limit = f" (data.train_samples={data.train_samples})" if data.train_samples else ""
+            raise ValueError(
+                f"the training split has {len(train_set)} sample{limit}; the search needs at "
+                "least 2, for its halves A (weights) and B (alpha, beta)"
+            )
         if not cfg.resume:  # a resumed run's split is read from its directory
             _check_split(cfg, *search_split(len(train_set), cfg.seed))
         return train_set, val_set

@@ -125,6 +125,16 @@ def test_cli_needs_the_check_word(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("usage: python -m autodeeplab.data check")
 
 
+def test_cli_names_the_closest_key_for_a_misspelt_one(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["autodeeplab.data", "check", "max_sample=3"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    assert exit_info.value.code == 2
+    assert "unknown config key 'max_sample' (did you mean 'max_samples'?)" in (
+        capsys.readouterr().out
+    )
+
+
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     command = [sys.executable, "-m", "autodeeplab.data", "check", "progress=false", *args]

@@ -84,6 +84,9 @@ def test_a_foreign_file_is_one_line_naming_it(tmp_path, kind, message):
 def test_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere.pt")
+    # checkpoint= on the command line: not the working directory
+    with pytest.raises(FileNotFoundError, match="^checkpoint is empty; pass checkpoint=<a .pt"):
+        load_checkpoint("")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     with pytest.raises(IsADirectoryError, match="no \\*.pt file is in it or in its checkpoints/"):

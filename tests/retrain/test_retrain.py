@@ -45,11 +45,12 @@ def test_every_retrain_option_composes(retrain_config, overrides):
         (["data.scale_min=2"], r"data.scale_min, data.scale_max=\(2.0, 1.0\)"),
         (["threads=0", "train.power=-1"], "train.power=-1.0: .*; threads=0: expected"),
         (["genotype=nosuch"], "nosuch"),
+        (["genotype="], r"genotype is empty; pass genotype=<a genotype.json file> or .*\(paper"),
         (["seed=-1"], "seed=-1: expected an integer >= 0"),
         (["data.train_samples=0"], "data.train_samples"),
         (["+data.options.bogus=1"], "unknown option 'bogus'"),
         (["train.batch_size=64"], "fewer than train.batch_size=64"),
-        (["loss.terms.lovasz=1"], "lovasz"),
+        (["loss.terms.lovasz=1"], r"loss.terms=\{'ce': 1.0, 'lovasz': 1.0\}: unknown loss 'lov"),
         (
             ["train.batch_size=1", "data.crop_size=16"],  # the paper's path reaches level 3
             r"data.crop_size=16 leaves a 1x1 map at level 3, .* data.crop_size >= 33",

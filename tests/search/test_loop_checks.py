@@ -27,8 +27,17 @@ def _smoke(*overrides):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["data.ignore_index=254"], "marks ignored pixels with 255"),
-        (["data.num_classes=3", "data.options.num_classes=4"], "data.num_classes=3"),
+        (["data.ignore_index=254"], "marks ignored pixels with 255; set data.ignore_index=255"),
+        (
+            ["data.num_classes=3", "data.options.num_classes=4"],
+            "data.num_classes=3 but dataset 'textures' has 4 classes; set data.num_classes=4",
+        ),
+        (
+            ["data.train_samples=1"],
+            r"the training split has 1 sample \(data.train_samples=1\); the search needs at "
+            "least 2, for its halves A",
+        ),
+        (["device=gpu"], r"device='gpu' is not a device name; expected auto, cpu, cuda or"),
         (["data.train_samples=3"], "split B has 1 samples, fewer than search.batch_size=2"),
         (["search.max_steps=0"], "search.max_steps=0"),
         (["search.epochs=0"], "search.epochs=0"),
