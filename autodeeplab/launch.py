@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,17 +232,19 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
     Yields the function to call when the job starts in ``run_dir`` (its ``on_start``).
 
     ``run_dir`` is the directory Hydra made for this job. Where the settings are refused before
-    the job started and anything but its log was written there, the refusal goes to the
+    the job started and nothing but its log was written there, the refusal goes to the
     console only and the directory is removed again, its log with it (the console has shown
     the log's lines, e.g. a warning about the settings), so that refused commands leave no run
     directories behind, nor lines in the log of a later run there. A directory that already
-    held something (an earlier run's, or another stage's) gets nothing of a refusal that comes
-    before the job starts. The stages open their log file with its first line (``delay`` in
-    their Hydra logging config); an empty log file, as Hydra's default logging makes it,
-    counts as nothing written."""
+    existed (an earlier run's, another stage's, or an empty one the user made: older than this
+    process) gets nothing of a refusal that comes before the job starts, and stays. The stages
+    open their log file with its first line (``delay`` in their Hydra logging config); an
+    empty log file, as Hydra's default logging makes it, counts as nothing written."""
     from omegaconf.errors import MissingMandatoryValue
 
-    fresh = _empty_logs(run_dir) if run_dir is not None else None
+    fresh = None
+    if run_dir is not None and _made_by_this_process(run_dir):
+        fresh = _empty_logs(run_dir)
     started = False
 
     def start() -> None:
@@ -269,6 +272,21 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
             except OSError:
                 pass
         sys.exit(2)
+
+
+#: When this module was imported: a stage's command line imports it before Hydra makes the
+#: run directory.
+_IMPORTED = time.time()
+
+
+def _made_by_this_process(run_dir: Path) -> bool:
+    """Whether ``run_dir`` was made (or last changed) after this process imported this module,
+    less a second for file systems with coarse times: by Hydra for this job, not by the user
+    before the command."""
+    try:
+        return run_dir.stat().st_mtime >= _IMPORTED - 1.0
+    except OSError:
+        return False
 
 
 def _logs(run_dir: Path) -> list[Path] | None:

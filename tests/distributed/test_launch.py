@@ -225,6 +225,26 @@ def test_a_command_refused_after_a_warning_leaves_neither_directory_nor_log(tmp_
     assert "the search diverged" in (run_dir / "search.log").read_text()
 
 
+def test_a_refused_command_keeps_an_empty_directory_the_user_made(tmp_path):
+    # hydra.run.dir=<an empty folder made before the command>: Hydra's mkdir finds it there.
+    import os
+    import time
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    made = time.time() - 60
+    os.utime(mine, (made, made))
+    handler = logging.FileHandler(mine / "search.log", delay=True)
+    root = logging.getLogger()  # where Hydra's job logging puts the log file
+    root.addHandler(handler)
+    try:
+        _refuse(mine)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert mine.is_dir() and not any(mine.iterdir())  # kept, and nothing written into it
+
+
 def test_a_refused_command_with_a_delayed_log_file_leaves_nothing_behind(tmp_path):
     # The stages open their log file with its first line: Hydra leaves the job an empty
     # directory, and the refusal, on the console only, creates no log file.
