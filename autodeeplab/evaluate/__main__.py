@@ -6,11 +6,12 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from autodeeplab.conf_path import CONF_DIR, stage_search_path
 from autodeeplab.engine.config import store_schema, to_config
-from autodeeplab.evaluate.config import EvaluateConfig
+from autodeeplab.evaluate.config import EvaluateConfig, unread_overrides
 from autodeeplab.evaluate.run import run_evaluate
 from autodeeplab.launch import add_overrides, refuse_unknown_keys, torchrun_stage, user_errors
 
@@ -21,7 +22,10 @@ log = logging.getLogger("autodeeplab.evaluate")
 @hydra.main(version_base=None, config_path=f"{CONF_DIR}/evaluate", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with user_errors(log):
-        run_evaluate(to_config(cfg, EvaluateConfig))
+        config = to_config(cfg, EvaluateConfig)
+        for note in unread_overrides(list(HydraConfig.get().overrides.task), config.split):
+            log.warning("%s", note)
+        run_evaluate(config)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,28 @@ from omegaconf import MISSING
 
 from autodeeplab.data.config import DataConfig
 
+#: The data keys evaluate does not read (training settings), with what to set instead.
+UNREAD_DATA_KEYS = {
+    "data.crop_size": "the training crop; sliding-window inference takes crop_size=<size>",
+    "data.flip": "training augmentation; flip=true averages in mirrored passes",
+    "data.scale_min": "training augmentation; scales=[...] sets the inference scales",
+    "data.scale_max": "training augmentation; scales=[...] sets the inference scales",
+    "data.train_samples": "evaluate scores the whole split; data.val_samples limits split=val",
+}
+
+
+def unread_overrides(overrides: list[str], split: str) -> list[str]:
+    """Why each of the command line's ``overrides`` (``key=value``) that evaluate does not read
+    has no effect: :data:`UNREAD_DATA_KEYS`, and ``data.val_samples`` on another split."""
+    notes = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in UNREAD_DATA_KEYS:
+            notes.append(f"{key} is not read by evaluate: {UNREAD_DATA_KEYS[key]}")
+        elif key == "data.val_samples" and split != "val":
+            notes.append(f"data.val_samples limits split=val only; split={split} is scored whole")
+    return notes
+
 
 @dataclass
 class EvaluateConfig:
@@ -16,8 +38,9 @@ class EvaluateConfig:
     checkpoint: str = MISSING  # a retrain checkpoint (e.g. runs/retrain/<run>/checkpoints/best.pt)
     # The dataset: data.name, data.root, data.num_classes, data.ignore_index, data.options,
     # data.num_workers, and data.val_samples (split=val only). Its training keys
-    # (data.crop_size, data.scale_min/max, data.flip, data.train_samples) are not read here:
-    # crop_size and flip below are evaluation's.
+    # (data.crop_size, data.scale_min/max, data.flip, data.train_samples) are not read here,
+    # and the command line warns where one is given (UNREAD_DATA_KEYS): crop_size and flip
+    # below are evaluation's.
     data: DataConfig = field(default_factory=DataConfig)
     split: str = "val"  # train, val or test
     scales: list[float] = field(

@@ -43,9 +43,16 @@ def test_search_then_retrain_then_evaluate(tmp_path):
     assert (tmp_path / "retrain" / ".hydra" / "config.yaml").is_file()
     checkpoint = tmp_path / "retrain" / "checkpoints" / "best.pt"
     result = _run(
-        "autodeeplab.evaluate", "experiment=smoke", f"checkpoint={checkpoint}", cwd=tmp_path
+        "autodeeplab.evaluate",
+        "experiment=smoke",
+        f"checkpoint={checkpoint}",
+        "data.crop_size=48",  # a training key: no effect here, with a warning that says so
+        cwd=tmp_path,
     )
     assert "miou" in result.stdout and "brick" in result.stdout  # the per-class table
+    assert "data.crop_size is not read by evaluate: the training crop; sliding-window" in (
+        result.stdout + result.stderr
+    )
     saved = json.loads(
         (tmp_path / "retrain" / "eval_best_val_first4_ms0.75-1-1.25_flip.json").read_text()
     )

@@ -401,6 +401,24 @@ def test_a_split_without_labels_is_refused_not_scored_as_nulls(evaluate_config, 
     assert not list(tmp_path.glob("eval_*.json"))  # no file of nulls
 
 
+def test_evaluate_names_the_training_keys_it_does_not_read():
+    from autodeeplab.evaluate.config import unread_overrides
+
+    overrides = ["data.crop_size=769", "+data.flip=true", "data.root=x", "crop_size=513"]
+    overrides += ["data.val_samples=10", "data.train_samples=4", "flip=true"]
+    assert unread_overrides(overrides, "val") == [
+        "data.crop_size is not read by evaluate: the training crop; sliding-window inference "
+        "takes crop_size=<size>",
+        "data.flip is not read by evaluate: training augmentation; flip=true averages in "
+        "mirrored passes",
+        "data.train_samples is not read by evaluate: evaluate scores the whole split; "
+        "data.val_samples limits split=val",
+    ]
+    assert unread_overrides(["data.val_samples=10"], "test") == [
+        "data.val_samples limits split=val only; split=test is scored whole"
+    ]
+
+
 def test_colour_jitter_is_applied_before_normalisation():
     from autodeeplab.data.config import DataConfig
     from autodeeplab.data.transforms import ColorJitter, Normalize
