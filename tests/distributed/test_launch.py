@@ -1,9 +1,12 @@
 """The command-line overrides that make every rank use rank 0's run directory."""
 
+import contextlib
 import datetime
 import logging
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -190,6 +193,20 @@ def test_a_refused_command_leaves_no_empty_run_directory_behind(tmp_path):
     assert [p.name for p in busy.iterdir()] == ["search.log"]
 
 
+@contextlib.contextmanager
+def _job_log(path):
+    """The job's log file at ``path`` as Hydra's job logging makes it for the stages: a
+    handler of the root logger that opens the file with its first line."""
+    handler = logging.FileHandler(path, delay=True)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def test_a_command_refused_after_a_warning_leaves_neither_directory_nor_log(tmp_path):
     # A warning about the settings opened the job's log file before the refusal: the refusal
     # still removes the directory, so that a later run there does not open with these lines.
@@ -199,76 +216,46 @@ def test_a_command_refused_after_a_warning_leaves_neither_directory_nor_log(tmp_
         run_dir.mkdir()
         if name == "fresh":
             (run_dir / "search.log").write_text("")
-        handler = logging.FileHandler(run_dir / "search.log", delay=True)
-        log.addHandler(handler)
-        try:
+        with _job_log(run_dir / "search.log"):
             with pytest.raises(SystemExit), user_errors(log, run_dir):
                 log.warning("search.arch_start_epoch=1 with search.epochs=1: ...")
                 assert (run_dir / "search.log").read_text()
                 raise ValueError("split B has 1 samples, fewer than search.batch_size=2")
-        finally:
-            log.removeHandler(handler)
-            handler.close()
         assert not run_dir.exists()
     # Once the job has started, its log stays, with the error in it.
     run_dir = _job_dir(tmp_path, "started")
-    handler = logging.FileHandler(run_dir / "search.log", delay=True)
-    log.addHandler(handler)
-    try:
+    with _job_log(run_dir / "search.log"):
         with pytest.raises(SystemExit), user_errors(log, run_dir) as started:
             log.warning("a warning")
             started()
             raise ValueError("epoch 1: the search diverged")
-    finally:
-        log.removeHandler(handler)
-        handler.close()
     assert "the search diverged" in (run_dir / "search.log").read_text()
 
 
 def test_a_refused_command_keeps_an_empty_directory_the_user_made(tmp_path):
     # hydra.run.dir=<an empty folder made before the command>: Hydra's mkdir finds it there.
-    import os
-    import time
-
     mine = tmp_path / "mine"
     mine.mkdir()
     made = time.time() - 60
     os.utime(mine, (made, made))
-    handler = logging.FileHandler(mine / "search.log", delay=True)
-    root = logging.getLogger()  # where Hydra's job logging puts the log file
-    root.addHandler(handler)
-    try:
+    with _job_log(mine / "search.log"):
         _refuse(mine)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
     assert mine.is_dir() and not any(mine.iterdir())  # kept, and nothing written into it
 
 
 def test_a_refused_command_with_a_delayed_log_file_leaves_nothing_behind(tmp_path):
     # The stages open their log file with its first line: Hydra leaves the job an empty
     # directory, and the refusal, on the console only, creates no log file.
-    handler = logging.FileHandler(tmp_path / "fresh" / "search.log", delay=True)
     (tmp_path / "fresh").mkdir()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with _job_log(tmp_path / "fresh" / "search.log"):
         _refuse(tmp_path / "fresh")
-    finally:
-        root.removeHandler(handler)
-        handler.close()
     assert not (tmp_path / "fresh").exists()
     # Another run's directory (refused with FileExistsError) gets no log file either.
     other = tmp_path / "other"
     other.mkdir()
     (other / "genotype.json").write_text("{}")
-    handler = logging.FileHandler(other / "retrain.log", delay=True)
-    root.addHandler(handler)
-    try:
+    with _job_log(other / "retrain.log"):
         _refuse(other, error=FileExistsError(f"{other} holds a search run"))
-    finally:
-        root.removeHandler(handler)
-        handler.close()
     assert [p.name for p in other.iterdir()] == ["genotype.json"]
 
 
@@ -305,20 +292,14 @@ def test_a_refusal_before_the_job_starts_writes_nothing_into_an_existing_directo
     # An earlier run's directory (or another stage's): a bad setting refused before the job
     # starts leaves its log as it was; an error once the job has started is logged there.
     run_dir = _job_dir(tmp_path, "earlier", log="an earlier run's line\n")
-    handler = logging.FileHandler(run_dir / "search.log", delay=True)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with _job_log(run_dir / "search.log") as handler:
         _refuse(run_dir)
         assert (run_dir / "search.log").read_text() == "an earlier run's line\n"
-        root.addHandler(handler)
+        logging.getLogger().addHandler(handler)  # the refusal closed it
         with pytest.raises(SystemExit):
             with user_errors(logging.getLogger("test_launch"), run_dir) as started:
                 started()
                 raise ValueError("epoch 3: the search diverged")
-    finally:
-        root.removeHandler(handler)
-        handler.close()
     assert "the search diverged" in (run_dir / "search.log").read_text()
 
 
