@@ -18,7 +18,8 @@ from autodeeplab.space.lattice import Lattice
 _NONE = PRIMITIVES.index("none")
 
 
-def _as_array(x: Any) -> np.ndarray:
+def as_array(x: Any) -> np.ndarray:
+    """``x`` (a tensor, also one that requires grad, an array or nested lists) as float64 numpy."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
@@ -27,7 +28,7 @@ def _as_array(x: Any) -> np.ndarray:
 def op_probabilities(alpha: Any) -> np.ndarray:
     """Softmax of alpha logits over ops (the last axis), as float64 numpy; any leading shape,
     e.g. ``(edges, ops)`` or a history ``(epochs, edges, ops)``."""
-    x = _as_array(alpha)
+    x = as_array(alpha)
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -81,7 +82,7 @@ def decode_cell(alpha: Any, keep: int = 2) -> tuple[tuple[Edge, ...], ...]:
     edge takes its argmax op excluding ``none``. Kept edges are listed in input order
     (``prev_prev``, ``prev``, ``block1``, ...).
     """
-    logits = _as_array(alpha)
+    logits = as_array(alpha)
     if logits.ndim != 2 or logits.shape[1] != len(PRIMITIVES):
         raise ValueError(f"alpha must have shape (edges, {len(PRIMITIVES)}), got {logits.shape}")
     _check_finite("alpha", logits)
@@ -115,7 +116,7 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
     :data:`TIE_TOLERANCE` count as equal: the same product summed in another
     order can differ in its last bit, which would otherwise decide the tie.
     """
-    logits = _as_array(beta)
+    logits = as_array(beta)
     if logits.ndim != 3 or logits.shape[2] != 3:
         raise ValueError(f"beta must have shape (layers, levels, 3), got {logits.shape}")
     layers, levels, _ = logits.shape
@@ -147,7 +148,7 @@ def viterbi_path(beta: Any) -> tuple[tuple[int, ...], float]:
 def transition_probabilities(beta: Any, lattice: Lattice | None = None) -> np.ndarray:
     """Normalised beta as numpy ``(L, levels, 3)``: softmax over each node's existing
     directions, 0 elsewhere (the same normalisation as the supernet's forward pass)."""
-    logits = _as_array(beta)
+    logits = as_array(beta)
     if logits.ndim != 3 or logits.shape[2] != 3:
         raise ValueError(f"beta must have shape (layers, levels, 3), got {logits.shape}")
     lattice = lattice or Lattice(logits.shape[0], logits.shape[1])

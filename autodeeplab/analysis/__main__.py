@@ -50,7 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compare", type=Path, default=None, metavar="OTHER_RUN_DIR", help="also draw compare.png"
     )
     parser.add_argument(
-        "--epoch", type=int, default=-1, help="epoch of the per-epoch figures (default: the last)"
+        "--epoch",
+        type=int,
+        default=-1,
+        help="epoch of the per-epoch figures: an epoch number, or a negative position from the "
+        "end (-1, the default, is the last recorded epoch; -2 the one before)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser.parse_args(argv)
@@ -65,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not args.overwrite:
         print(
-            "error: refusing to replace existing files (pass --overwrite): " + ", ".join(existing),
+            "error: refusing to replace existing files (pass --overwrite to redraw them all, "
+            "or --out for another folder): " + ", ".join(existing),
             file=sys.stderr,
         )
         return 2
@@ -79,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, figure in figures.items():
             figure.savefig(targets[name], dpi=120)
             print(targets[name])
+        stale = out / "compare.png"
+        if other is None and args.overwrite and stale.exists():
+            print(
+                f"note: {stale} is from an earlier command and was not redrawn "
+                "(pass --compare OTHER_RUN_DIR to redraw it)",
+                file=sys.stderr,
+            )
     except (OSError, ValueError) as err:  # GenotypeError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2

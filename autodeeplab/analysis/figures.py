@@ -29,9 +29,15 @@ def new_figure(width: float, height: float) -> AnalysisFigure:
     return AnalysisFigure(figsize=(width, height), layout="constrained")
 
 
+#: One colour per op of :data:`autodeeplab.ops.PRIMITIVES`, in its order: matplotlib's cycle
+#: without red (``C3``), which the figures keep for what is kept, chosen or different.
+OP_COLOURS = ("C7", "C0", "C1", "C2", "C4", "C5", "C6", "C9")
+
+
 def op_colour(op: str) -> str:
-    """A fixed colour per op of :data:`autodeeplab.ops.PRIMITIVES` (the same in every figure)."""
-    return f"C{PRIMITIVES.index(op) % 10}"
+    """A fixed colour per op of :data:`autodeeplab.ops.PRIMITIVES` (the same in every figure),
+    never the red that marks kept edges, paths and differences."""
+    return OP_COLOURS[PRIMITIVES.index(op)]
 
 
 def stride(level: int) -> int:

@@ -42,7 +42,8 @@ def plot_lattice(run: SearchRun, epoch: int = -1) -> Figure:
     lattice = run.lattice
     probabilities = beta_probabilities(run.beta[i])
     path, probability = viterbi_path(run.beta[i])
-    fig = new_figure(1.6 + 0.75 * lattice.layers, 1.6 + 0.6 * lattice.levels)
+    # At least wide enough for the title and the legend, also for a lattice of a few layers.
+    fig = new_figure(max(5.0, 1.6 + 0.75 * lattice.layers), 1.6 + 0.6 * lattice.levels)
     ax = fig.add_subplot()
     draw_lattice(ax, lattice)
     for layer, level in sorted({(l, s) for l, s, _ in lattice.transitions}):  # nodes with exits

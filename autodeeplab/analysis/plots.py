@@ -93,12 +93,16 @@ def plot_entropy(run: SearchRun) -> Figure:
     per_node = beta_entropy(run.beta, normalised=True).reshape(len(run.epochs), -1)
     per_node = per_node[:, ~np.isnan(per_node).all(axis=0)]
     for ax, values, what in ((ax_alpha, per_edge, "edge"), (ax_beta, per_node, "node")):
-        ax.plot(run.epochs, values, color="0.75", lw=0.8)
-        ax.plot(run.epochs, values.mean(axis=1), "-o", color="C3", lw=2.5, label="mean")
-        ax.plot([], [], color="0.75", lw=0.8, label=f"one {what}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1.05)
+        if values.shape[1] == 0:  # one level: every node has a single transition
+            ax.set_xlim(run.epochs[0] - 0.5, run.epochs[-1] + 0.5)
+            ax.text(0.5, 0.5, f"no {what} has a choice", ha="center", transform=ax.transAxes)
+            continue
+        ax.plot(run.epochs, values, color="0.75", lw=0.8)
+        ax.plot(run.epochs, values.mean(axis=1), "-o", color="C3", lw=2.5, label="mean")
+        ax.plot([], [], color="0.75", lw=0.8, label=f"one {what}")
         ax.legend(loc="lower left")
     ax_alpha.set_ylabel("entropy / uniform maximum")
     ax_alpha.set_title("alpha: op choice of each edge")

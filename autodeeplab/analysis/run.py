@@ -54,8 +54,8 @@ class SearchRun:
 
     @property
     def name(self) -> str:
-        """The run directory's name (used in titles)."""
-        return self.path.name
+        """The run directory's name (used in titles), also for a path such as ``.``."""
+        return self.path.resolve().name or str(self.path.resolve())
 
     @property
     def lattice(self) -> Lattice:
@@ -102,6 +102,12 @@ def _require(run_dir: Path, name: str, what: str) -> Path:
 
 
 def _read_history(path: Path) -> dict[str, np.ndarray]:
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # numpy would take any other file for a pickle and suggest loading it unsafely.
+        raise ValueError(
+            f"{path}: not a readable .npz file (not a zip archive; e.g. a Git LFS pointer "
+            f"or a file written by something else)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in HISTORY_KEYS if key not in data.files]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from autodeeplab.decode import op_probabilities, transition_probabilities
+from autodeeplab.decode import as_array, op_probabilities, transition_probabilities
 from autodeeplab.genotype import Genotype
 from autodeeplab.space.lattice import Lattice
 
@@ -23,7 +23,7 @@ def alpha_weights(alpha: Any) -> np.ndarray:
 def beta_probabilities(beta: Any) -> np.ndarray:
     """Transition probabilities of beta logits ``(..., L, levels, 3)`` (one or many epochs), 0
     where a transition does not exist; see :func:`autodeeplab.decode.transition_probabilities`."""
-    beta = np.asarray(beta, dtype=np.float64)
+    beta = as_array(beta)
     if beta.ndim == 3:
         return transition_probabilities(beta)
     return np.stack([beta_probabilities(b) for b in beta])
@@ -31,7 +31,7 @@ def beta_probabilities(beta: Any) -> np.ndarray:
 
 def entropy(p: Any, axis: int = -1) -> np.ndarray:
     """Shannon entropy in nats of distributions along ``axis`` (``0 log 0 = 0``)."""
-    p = np.asarray(p, dtype=np.float64)
+    p = as_array(p)
     terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
     return terms.sum(axis=axis)
 
@@ -48,7 +48,7 @@ def beta_entropy(beta: Any, *, normalised: bool = False) -> np.ndarray:
     """Entropy of each node's outgoing transition distribution over its existing directions,
     ``(..., L, levels)``; NaN at nodes with fewer than two transitions (no choice to make).
     ``normalised`` divides by ``log(number of directions)`` of the node."""
-    beta = np.asarray(beta, dtype=np.float64)
+    beta = as_array(beta)
     lattice = Lattice(beta.shape[-3], beta.shape[-2])
     choices = lattice.beta_mask().numpy().sum(-1)
     h = entropy(beta_probabilities(beta))

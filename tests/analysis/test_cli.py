@@ -47,9 +47,17 @@ def test_default_folder_and_refusal_to_overwrite(smoke_dir, tmp_path, capsys):
     capsys.readouterr()
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main([str(run_dir)]) == 2
-    assert "refusing to replace existing files (pass --overwrite)" in capsys.readouterr().err
+    assert (
+        "refusing to replace existing files (pass --overwrite to redraw" in capsys.readouterr().err
+    )
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert main([str(run_dir), "--overwrite"]) == 0
+    assert "note" not in capsys.readouterr().err
+    # A comparison drawn earlier is not redrawn without --compare: the command says so.
+    (out / "compare.png").write_bytes(b"an earlier comparison")
+    assert main([str(run_dir), "--overwrite"]) == 0
+    assert f"note: {out / 'compare.png'} is from an earlier command" in capsys.readouterr().err
+    assert (out / "compare.png").read_bytes() == b"an earlier comparison"
 
 
 def test_an_output_path_that_is_a_file_is_a_clear_error(smoke_dir, tmp_path, capsys):

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
@@ -21,6 +22,7 @@ from autodeeplab.analysis import (
     plot_lattice,
     stabilisation_epoch,
 )
+from autodeeplab.analysis.figures import op_colour
 from autodeeplab.analysis.stats import alpha_entropy, beta_probabilities
 from autodeeplab.decode import viterbi_path
 from autodeeplab.space.edges import edge_row
@@ -136,6 +138,30 @@ def test_lattice_with_viterbi_path(smoke_run):
     arrows = _with_gid(ax.patches, "strongest")
     assert len(arrows) == 1 + 2 + 3  # every node of layers 0..L-1
     assert {tuple(map(tuple, a._posA_posB)) for a in arrows} == _strongest(smoke_run, Lattice(3, 3))
+
+
+def test_entropy_of_a_one_level_search_says_no_node_has_a_choice(smoke_run, recwarn):
+    run = dataclasses.replace(smoke_run, beta=np.zeros((len(smoke_run.epochs), 3, 1, 3)))
+    ax_alpha, ax_beta = plot_entropy(run).axes
+    assert [t.get_text() for t in ax_beta.texts] == ["no node has a choice"]
+    assert not ax_beta.lines and len(ax_alpha.lines) > 2
+    assert ax_beta.get_xlim() == (smoke_run.epochs[0] - 0.5, smoke_run.epochs[-1] + 0.5)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_short_lattice_leaves_room_for_its_title_and_legend(smoke_run):
+    run = dataclasses.replace(smoke_run, beta=np.zeros((len(smoke_run.epochs), 1, 3, 3)))
+    fig = plot_lattice(run)
+    assert fig.get_figwidth() >= 5.0
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert 0 <= legend.x0 and legend.x1 <= fig.bbox.width
+
+
+def test_op_colours_are_distinct_and_never_the_red_of_kept_edges():
+    colours = [to_rgb(op_colour(op)) for op in PRIMITIVES]
+    assert len(set(colours)) == len(PRIMITIVES)
+    assert to_rgb("C3") not in colours and to_rgb("red") not in colours
 
 
 def test_lattice_follows_the_lattice_for_any_size(smoke_run):

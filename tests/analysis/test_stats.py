@@ -5,8 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
-from autodeeplab import Genotype, Lattice, decode
+from autodeeplab import Genotype, Lattice, build_supernet, decode
 from autodeeplab.analysis import (
     alpha_entropy,
     alpha_weights,
@@ -98,6 +99,20 @@ def test_beta_entropy_of_a_known_node_and_of_a_history():
     assert mean_beta_entropy(history).shape == (2,)
     # One level: every node has a single transition, so no node has a choice.
     assert np.isnan(beta_entropy(np.zeros((2, 1, 3)))).all()
+
+
+def test_statistics_take_live_architecture_parameters():
+    """alpha and beta straight from a supernet (tensors that require grad), as in a notebook."""
+    net = build_supernet(num_classes=5, layers=4, filter_multiplier=4, blocks=3)
+    alpha, beta = net.arch_parameters()
+    assert beta.requires_grad
+    a, b = alpha.detach().double().numpy(), beta.detach().double().numpy()
+    np.testing.assert_array_equal(alpha_entropy(alpha), alpha_entropy(a))
+    np.testing.assert_array_equal(beta_probabilities(beta), beta_probabilities(b))
+    np.testing.assert_array_equal(beta_entropy(beta), beta_entropy(b))
+    assert mean_beta_entropy(beta) == mean_beta_entropy(b)
+    # float32 softmax, float64 entropy
+    np.testing.assert_allclose(entropy(torch.softmax(alpha, -1)), alpha_entropy(a), rtol=1e-6)
 
 
 # -- genotype differences ---------------------------------------------------------------------
@@ -202,6 +217,8 @@ def test_load_run_keeps_interpolations_it_cannot_resolve(smoke_dir, tmp_path, mo
     [
         ("arch_history.npz", b"", "arch_history.npz: not a readable .npz file"),
         ("arch_history.npz", b"PK\x03\x04 truncated", "arch_history.npz: not a readable .npz"),
+        # A Git LFS pointer (numpy would take it for a pickle and suggest loading it unsafely).
+        ("arch_history.npz", b"oid sha256:4d7a\nsize 40312\n", "not a zip archive"),
         (".hydra/config.yaml", b"a: [1, 2\n", "config.yaml: not a readable config file"),
         (".hydra/config.yaml", b"a: \x80\x81\n", "config.yaml: not a readable config file"),
         ("metrics.jsonl", b"\x80\x81{}\n", "metrics.jsonl: not a UTF-8 text file"),
@@ -213,6 +230,13 @@ def test_load_run_names_a_damaged_file(smoke_dir, tmp_path, name, content, messa
     (copy / name).write_bytes(content)
     with pytest.raises(ValueError, match=message):
         load_run(copy)
+
+
+def test_a_run_named_by_a_relative_path_keeps_its_name(smoke_dir, monkeypatch):
+    monkeypatch.chdir(smoke_dir)
+    assert load_run(".").name == smoke_dir.name
+    monkeypatch.chdir(smoke_dir / "genotypes")
+    assert load_run("..").name == smoke_dir.name
 
 
 def test_load_run_of_a_missing_directory(tmp_path):
