@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ def load_checkpoint(
     key, where it has one). ``mmap``: tensors are read from the file when used (for a look at
     its other entries)."""
     path = check_checkpoint_path(path)
+    if _torchscript_archive(path):
+        # torch.load would refuse it and suggest weights_only=False, i.e. running its code.
+        raise ValueError(
+            f"checkpoint {path} is a TorchScript module (an export: load it with "
+            "torch.jit.load), not a checkpoint; pass a run's checkpoints/*.pt"
+        )
     try:
         # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -56,6 +63,16 @@ def load_checkpoint(
     if missing:
         raise ValueError(f"checkpoint {path} lacks keys {missing}; is it from another stage?")
     return state
+
+
+def _torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.jit.save`` file: a zip archive like ``torch.save``'s, but
+    with the module's code and constants."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:

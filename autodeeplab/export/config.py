@@ -8,6 +8,8 @@ from omegaconf import MISSING
 
 #: Prefix of ``checkpoint`` that names a model preset (random weights) instead of a file.
 PRESET_PREFIX = "preset:"
+#: A preset's classes where ``num_classes`` is not given (Cityscapes').
+PRESET_NUM_CLASSES = 19
 
 
 @dataclass
@@ -18,7 +20,9 @@ class ExportConfig:
     # auto_deeplab_s, ...) for a preset with random weights (latency studies; no data).
     checkpoint: str = MISSING
     format: str = "onnx"  # onnx | torchscript
-    num_classes: int = 19  # classes of a preset's head (a checkpoint keeps its own)
+    # Classes of a preset's head (None: 19, Cityscapes'). A checkpoint keeps its own: a value
+    # that differs from it is refused.
+    num_classes: int | None = None
     seed: int = 0  # seeds a preset's random weights and the parity-check inputs
     # Output folder; None: <run dir>/export/<format>/ for a checkpoint (the run dir is the folder
     # above checkpoints/), exports/auto_deeplab_<s|m|l>/<format>/ under the current directory
@@ -37,7 +41,9 @@ class ExportConfig:
     tolerance: float = 2e-3
     # dynamo (torch.export based; falls back to torchscript when it fails) | torchscript
     onnx_exporter: str = "dynamo"
-    opset: int = 18  # ONNX opset version (the dynamo exporter writes 18 or later)
+    # ONNX opset version: the dynamo exporter writes 18 or later, the torchscript one 11 or later
+    # (the model's bilinear resizing with align_corners needs Resize of opset 11)
+    opset: int = 18
     latency_size: list[int] = field(default_factory=lambda: [1024, 2048])  # (H, W), batch 1
     latency_warmup: int = 3  # untimed runs before timing
     latency_runs: int = 20  # timed runs; median and p90 are reported

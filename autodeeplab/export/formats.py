@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,9 @@ ONNX_EXPORTERS = ("dynamo", "torchscript")
 #: The oldest opset the dynamo exporter writes; asked for an older one, its version converter
 #: fails on this network and the file keeps opset 18.
 DYNAMO_MIN_OPSET = 18
+#: The oldest opset that has the model's resizing (bilinear with ``align_corners``: ONNX
+#: ``Resize`` from opset 11 on).
+MIN_OPSET = 11
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 #: ``images (N, 3, H, W) float32 -> logits (N, K, H, W) float32``, both numpy arrays.
@@ -55,6 +59,11 @@ def check_onnx_options(opset: int, exporter: str) -> None:
         from onnx.defs import onnx_opset_version
     except ImportError:  # the export stage says what to install
         onnx_opset_version = None
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset={opset}: the model's bilinear resizing (align_corners) needs opset "
+            f"{MIN_OPSET} or later"
+        )
     if onnx_opset_version is not None and opset > onnx_opset_version():
         raise ValueError(
             f"opset={opset}: the installed onnx knows opsets up to {onnx_opset_version()}"
@@ -62,7 +71,7 @@ def check_onnx_options(opset: int, exporter: str) -> None:
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise ValueError(
             f"opset={opset}: onnx_exporter=dynamo writes opset {DYNAMO_MIN_OPSET} or later; "
-            "pass onnx_exporter=torchscript for an older opset"
+            f"pass onnx_exporter=torchscript for opsets {MIN_OPSET} to {DYNAMO_MIN_OPSET - 1}"
         )
 
 
@@ -77,13 +86,21 @@ def export_onnx(
     check_onnx_options(opset, exporter)
     wrapped = LogitsOnly(model).eval()
     fallback = None
-    if exporter == "dynamo":
+    least = min_input_size(model)
+    if exporter == "dynamo" and min(size) < least:
+        fallback = (
+            f"export_size {list(size)} is below {least}, the smallest height and width "
+            "torch.export takes for this model (its coarsest map would be 1x1); an export_size "
+            f"of at least [{least}, {least}] uses the dynamo exporter"
+        )
+    elif exporter == "dynamo":
         try:
-            _export_dynamo(wrapped, path, size, opset, min_input_size(model))
+            _export_dynamo(wrapped, path, size, opset, least)
         except Exception as err:  # the newer exporter; the TorchScript-based one covers the model
-            fallback = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
-            log.warning("dynamo ONNX export failed (%s); using the TorchScript-based one", fallback)
-            exporter = "torchscript"
+            fallback = failure_reason(err)
+    if fallback is not None:
+        log.warning("dynamo ONNX export failed (%s); using the TorchScript-based one", fallback)
+        exporter = "torchscript"
     if exporter == "torchscript":
         _export_legacy(wrapped, path, size, opset)
     import onnx
@@ -91,6 +108,25 @@ def export_onnx(
     proto = onnx.load(os.fspath(path))
     opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return {"exporter": exporter, "opset": opset_used, "fallback_reason": fallback}
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for ``err``: its type and first line and, where it wraps another error (the
+    exporter re-raises what went wrong in a step of its own), that one's too; terminal colour
+    codes removed."""
+
+    def line(e: BaseException) -> str:
+        text = _ANSI_ESCAPE.sub("", str(e)).strip()
+        return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+    cause, seen = err, {id(err)}
+    while cause.__cause__ is not None and id(cause.__cause__) not in seen:
+        cause = cause.__cause__
+        seen.add(id(cause))
+    return line(err) if cause is err else f"{line(err)} (caused by {line(cause)})"
 
 
 @contextlib.contextmanager

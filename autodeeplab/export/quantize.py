@@ -150,6 +150,10 @@ def quantization_report(
         **SCHEME,
         "calibration_samples": len(calibration),
         "val_samples": len(validation),
+        # Where the images came from, and the size they were fitted to (fit_to_size) for both
+        # the calibration and the mIoU, which therefore compare the two models with each
+        # other, not with the evaluate stage's whole-image mIoU.
+        "data": {"name": data.name, "root": data.root},
         "size": list(size),
         "miou_float32": scores["float32"],
         "miou_int8": scores["int8"],

@@ -3,13 +3,17 @@ the eager model, time it and write ``export.json``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from autodeeplab.data.config import DataConfig
 from autodeeplab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from autodeeplab.engine.checkpoint import check_checkpoint_path, load_checkpoint
 from autodeeplab.export.benchmark import count_multi_adds, count_parameters, latency_report
-from autodeeplab.export.config import PRESET_PREFIX, ExportConfig
+from autodeeplab.export.config import PRESET_NUM_CLASSES, PRESET_PREFIX, ExportConfig
 from autodeeplab.export.formats import (
     FILE_NAMES,
     FORMATS,
@@ -93,7 +97,7 @@ def _check_options(cfg: ExportConfig) -> None:
             f"quantize=true needs calibration images, and {cfg.checkpoint} (random weights) has "
             "no dataset; quantize a retrain checkpoint instead"
         )
-    if cfg.num_classes < 1:
+    if cfg.num_classes is not None and cfg.num_classes < 1:
         raise ValueError(f"num_classes={cfg.num_classes}; expected at least 1")
     if cfg.latency_warmup < 0 or cfg.latency_runs < 1:
         raise ValueError(
@@ -129,10 +133,10 @@ def _claim(folder: Path, overwrite: bool) -> None:
 
 def _publish(staging: Path, folder: Path) -> None:
     """Move the export built in ``staging`` into ``folder``, replacing an earlier export's
-    files; files of an earlier export that this one does not write are removed, so the folder
-    holds one consistent export."""
+    files; files of an earlier export that this one does not write are removed, and so is the
+    report of a failed attempt kept beside it, so the folder holds one consistent export."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ARTIFACTS:
+    for name in (*ARTIFACTS, FAILED_REPORT_NAME):
         staged, target = staging / name, folder / name
         if staged.exists():
             os.replace(staged, target)
@@ -145,12 +149,19 @@ def _load(cfg: ExportConfig) -> tuple[AutoDeepLab, dict[str, Any], DataConfig | 
     preset = preset_name(cfg.checkpoint)
     if preset is not None:
         torch.manual_seed(cfg.seed)
-        model = PRESETS[preset](num_classes=cfg.num_classes)
+        classes = PRESET_NUM_CLASSES if cfg.num_classes is None else cfg.num_classes
+        model = PRESETS[preset](num_classes=classes)
         model = calibrate_batch_norm(model, tuple(cfg.export_size))
         source = {"preset": preset, "weights": "random", "seed": cfg.seed}
         return model, source, None
     state = load_checkpoint(cfg.checkpoint, required=MODEL_KEYS)
     model = model_from_checkpoint(state, cfg.checkpoint)
+    if cfg.num_classes is not None and cfg.num_classes != model.num_classes:
+        raise ValueError(
+            f"num_classes={cfg.num_classes}: checkpoint {cfg.checkpoint} has a head of "
+            f"{model.num_classes} classes, which it keeps (num_classes is a preset's); leave "
+            "num_classes unset"
+        )
     data = None
     if cfg.quantize:
         config = state.get("config") or {}
@@ -232,11 +243,31 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     try:
-        return _export(cfg, model, source, data, staging, folder, threads, sizes)
+        with _terminate_as_exit():
+            return _export(cfg, model, source, data, staging, folder, threads, sizes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if made and not any(folder.iterdir()):
             folder.rmdir()
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a scheduler ending the job) exits
+    through the callers' ``finally`` clauses, as Ctrl-C does, so the hidden folder the export
+    is built in is removed. Only in the main thread, where Python handles signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_term)
+    try:
+        yield
+    finally:  # a handler installed outside Python reads back as None
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _export(

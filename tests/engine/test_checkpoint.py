@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -58,6 +59,10 @@ def _write_foreign(tmp_path, kind):
         torch.save({"model": torch.nn.Linear(2, 2)}, path)
     elif kind == "tensor":
         torch.save(torch.zeros(3), path)
+    elif kind == "torchscript":  # an export's model.pt
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)), path)
     else:  # a torn copy
         save_checkpoint({"w": torch.zeros(1000)}, tmp_path / "whole.pt")
         path.write_bytes((tmp_path / "whole.pt").read_bytes()[:200])
@@ -70,6 +75,7 @@ def _write_foreign(tmp_path, kind):
         ("json", "is not one of this library's"),
         ("module", "is not one of this library's"),
         ("tensor", "holds a Tensor"),
+        ("torchscript", r"is a TorchScript module \(an export: load it with torch.jit.load\)"),
         ("torn", r"cannot be read \(torn, or not a torch.save file\)"),
     ],
 )

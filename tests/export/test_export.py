@@ -3,6 +3,7 @@ the failures a parity check must catch (a tampered file, too tight a tolerance).
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -153,10 +154,41 @@ def test_a_failed_overwrite_keeps_the_earlier_export(
     failed = json.loads((out / "export.failed.json").read_text())
     assert failed["passed"] is False
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
-    # A complete export does replace it.
+    # A complete export does replace it, and the failed attempt's report goes with it.
     run_export(again)
     assert json.loads((out / "export.json").read_text())["passed"] is True
-    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.pt"]
+
+    # SIGTERM (kill, timeout, a scheduler) mid-export exits as Ctrl-C does: nothing is left
+    # of the attempt and the earlier export stays.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the export")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_run, "latency_report", terminated)
+        with pytest.raises(SystemExit) as info:
+            run_export(again)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_num_classes_is_a_presets_and_refused_where_it_differs_from_the_checkpoints(
+    smoke_checkpoint, export_config, tmp_path
+):
+    from autodeeplab.export.run import _load
+
+    out = f"out={tmp_path / 'export'}"
+    with pytest.raises(ValueError, match="num_classes=19: checkpoint .* has a head of 5 classes"):
+        run_export(export_config(f"checkpoint={smoke_checkpoint}", out, "num_classes=19"))
+    assert not (tmp_path / "export").exists()
+    model, _, _ = _load(export_config(f"checkpoint={smoke_checkpoint}", "num_classes=5"))
+    assert model.num_classes == 5
+    preset, _, _ = _load(export_config("checkpoint=preset:s", "export_size=[33,33]"))
+    assert preset.num_classes == 19  # unset: Cityscapes' classes
 
 
 def test_an_output_path_that_is_a_file_is_refused(smoke_checkpoint, export_config, tmp_path):

@@ -29,7 +29,8 @@ def test_preset_names_and_default_folders(export_config):
         (["format=tflite"], "format="),
         (["export_size=[65]"], "export_size"),
         (["threads=0"], "threads=0; expected a positive number"),
-        (["opset=7"], "opset=7: onnx_exporter=dynamo writes opset 18 or later"),
+        (["opset=12"], "opset=12: onnx_exporter=dynamo writes opset 18 or later"),
+        (["opset=7", "onnx_exporter=torchscript"], "opset=7: the model.s bilinear resizing"),
     ],
 )
 def test_bad_requests_are_refused_before_any_work(export_config, tmp_path, overrides, message):

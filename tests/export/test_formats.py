@@ -8,6 +8,7 @@ from autodeeplab import Genotype, build_model
 from autodeeplab.export.formats import (
     LogitsOnly,
     export_onnx,
+    failure_reason,
     min_input_size,
     onnx_runner,
 )
@@ -72,10 +73,48 @@ def test_a_failing_dynamo_export_falls_back_and_says_why(model, tmp_path, monkey
     assert parity["passed"]
 
 
+def test_an_export_size_below_the_dynamo_minimum_falls_back_naming_the_size(model, tmp_path):
+    least = min_input_size(model)
+    path = tmp_path / "model.onnx"
+    info = export_onnx(model, path, size=(least - 1, 40), opset=18, exporter="dynamo")
+    assert info["exporter"] == "torchscript"
+    assert info["fallback_reason"] == (
+        f"export_size [{least - 1}, 40] is below {least}, the smallest height and width "
+        "torch.export takes for this model (its coarsest map would be 1x1); an export_size "
+        f"of at least [{least}, {least}] uses the dynamo exporter"
+    )
+    assert check_parity(model, onnx_runner(path, threads=1), CASES, tolerance=1e-4)["passed"]
+
+
+def test_a_failure_reason_is_one_clean_line_with_its_cause():
+    try:
+        try:
+            raise ValueError("size 1 is specialised\nfull trace")
+        except ValueError as inner:
+            raise RuntimeError("\x1b[96mstep 1/3\x1b[0m of exporting failed\nnext steps") from inner
+    except RuntimeError as err:
+        reason = failure_reason(err)
+    assert reason == (
+        "RuntimeError: step 1/3 of exporting failed (caused by ValueError: size 1 is specialised)"
+    )
+    assert failure_reason(KeyError()) == "KeyError"
+
+
 @pytest.mark.parametrize(
     ("opset", "exporter", "message"),
     [
-        (7, "dynamo", "onnx_exporter=dynamo writes opset 18 or later"),
+        (
+            17,
+            "dynamo",
+            "writes opset 18 or later; pass onnx_exporter=torchscript for opsets 11 to 17",
+        ),
+        # Resize with align_corners is opset 11's: the older exporter would fail on it.
+        (
+            10,
+            "torchscript",
+            r"opset=10: the model's bilinear resizing \(align_corners\) needs opset 11",
+        ),
+        (0, "dynamo", "opset=0: the model's bilinear resizing"),
         (18, "tf2onnx", "onnx_exporter='tf2onnx'; expected one of"),
         (99, "dynamo", "opset=99: the installed onnx knows opsets up to"),
         (99, "torchscript", "opset=99: the installed onnx knows opsets up to"),

@@ -27,6 +27,7 @@ def test_quantize_records_miou_before_and_after(smoke_checkpoint, export_config,
     report = run_export(cfg)["quantization"]
     assert (tmp_path / report["file"]).is_file()
     assert (report["calibration_samples"], report["val_samples"]) == (2, 2)
+    assert report["data"] == {"name": "textures", "root": None} and report["size"] == [65, 65]
     for key in ("miou_float32", "miou_int8"):
         assert 0.0 <= report[key] <= 1.0
     assert report["onnxruntime_cpu_int8"]["median_ms"] > 0 and report["speedup_median"] > 0
