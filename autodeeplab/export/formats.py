@@ -99,7 +99,7 @@ def export_onnx(
         except Exception as err:  # the newer exporter; the TorchScript-based one covers the model
             fallback = failure_reason(err)
     if fallback is not None:
-        log.warning("dynamo ONNX export failed (%s); using the TorchScript-based one", fallback)
+        log.warning("using the TorchScript-based ONNX exporter, not the dynamo one: %s", fallback)
         exporter = "torchscript"
     if exporter == "torchscript":
         _export_legacy(wrapped, path, size, opset)
