@@ -6,6 +6,10 @@
     root/images/validation/*.jpg      root/annotations/validation/*.png    (split "val")
     root/images/testing/*.jpg         (optional, no labels)                (split "test")
 
+The test images come as a separate download (``release_test.zip``) that unpacks to
+``release_test/testing/``: the test split reads ``root/images/testing/`` or, where that does not
+exist, ``release_test/testing/`` beside ``root`` (or inside it).
+
 Label files store 0 for "other" (ignored in the benchmark) and 1..150 for the classes; the
 lookup table maps 0 to the ignore index and k to train id k - 1.
 """
@@ -97,7 +101,7 @@ def build_ade20k(
         raise DatasetError(f"ade20k: unknown split {split!r}; expected one of {list(SPLIT_DIRS)}")
     images_dir = base / "images" / folder
     if split == "test":
-        require_dir(images_dir, "the unlabelled ADE20K test images (release_test)")
+        images_dir = _test_images(base)
     else:
         require_dir(images_dir, f"the ADE20K {folder} images")
     images = list_images(images_dir)
@@ -117,4 +121,22 @@ def build_ade20k(
         ignore_index=ignore_index,
         scale=scale,
         transform=transform,
+    )
+
+
+def _test_images(base: Path) -> Path:
+    """The folder of the unlabelled test images: ``images/testing`` in the release's layout, else
+    the separate download's ``release_test/testing`` beside the release folder or in it."""
+    candidates = [
+        base / "images" / "testing",
+        base.parent / "release_test" / "testing",
+        base / "release_test" / "testing",
+    ]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise DatasetError(
+        f"{candidates[0]}: missing directory (the unlabelled ADE20K test images, a separate "
+        f"download, release_test.zip: unpack it beside {base.name}, as {candidates[1]}, or "
+        f"move its testing/ folder to {candidates[0]})"
     )

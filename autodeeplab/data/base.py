@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -25,10 +25,35 @@ class DatasetError(ValueError):
     """A dataset whose files are missing, unreadable or inconsistent."""
 
 
+#: Grey modes of 16-bit images (Pillow opens 16-bit grey PNGs as one of them; ``I`` also
+#: holds 32-bit integers, which are refused when they exceed 16 bits).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_EXIF_ORIENTATION = 0x0112
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """An RGB image file as float32 ``(3, H, W)`` in [0, 1]."""
+    """An image file as float32 RGB ``(3, H, W)`` in [0, 1], upright as its EXIF orientation
+    says (as photo viewers and annotation tools show it; a mask file is read as stored). Grey
+    images are repeated over the three channels; 16-bit grey ones are scaled by 1/65535
+    (converting them to 8 bits would clip every value above 255 to white)."""
     try:
         with Image.open(path) as image:
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)  # a copy: only where it turns
+            if image.mode in _SIXTEEN_BIT_MODES:
+                grey = np.asarray(image, dtype=np.int64)
+                if grey.size and (grey.min() < 0 or grey.max() > 65535):
+                    raise DatasetError(
+                        f"{path}: a {image.mode!r} image with values from {grey.min()} to "
+                        f"{grey.max()}; expected 8-bit or 16-bit pixel values"
+                    )
+                tensor = torch.from_numpy(grey.astype(np.float32) / 65535.0)
+                return tensor.unsqueeze(0).expand(3, -1, -1).contiguous()
+            if image.mode == "F":
+                raise DatasetError(
+                    f"{path}: a floating-point image (mode 'F'); expected 8-bit or 16-bit pixel "
+                    "values"
+                )
             array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as err:
         raise DatasetError(f"{path}: cannot read image ({err})") from None

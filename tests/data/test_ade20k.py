@@ -93,10 +93,21 @@ def test_test_split_is_unlabelled_when_present(tmp_path):
     assert image.shape == (3, H, W) and (mask == 255).all()
 
 
-def test_missing_test_split_names_the_folder(tmp_path):
-    root = make_ade(tmp_path)
-    with pytest.raises(DatasetError, match=r"images/testing: missing directory"):
+def test_missing_test_split_names_the_folder_and_the_download(tmp_path):
+    root = make_ade(tmp_path / "ADEChallengeData2016")
+    with pytest.raises(DatasetError, match=r"images/testing: missing directory .*release_test.zip"):
         build_dataset("ade20k", root=root, split="test")
+
+
+@pytest.mark.parametrize("where", ["beside", "inside"])
+def test_test_split_reads_the_separate_download_where_it_unpacks(tmp_path, where):
+    root = make_ade(tmp_path / "ADEChallengeData2016")
+    release = (tmp_path if where == "beside" else root) / "release_test" / "testing"
+    for i in range(3):
+        _image(release / f"ADE_test_{i:08d}.jpg", seed=100 + i)
+    test = build_dataset("ade20k", root=root, split="test")
+    assert [p.parent for p, _ in test.pairs] == [release] * 3
+    assert (test[0][1] == 255).all()
 
 
 def test_scale_and_transform(tmp_path):

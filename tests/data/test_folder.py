@@ -9,7 +9,7 @@ from PIL import Image
 
 import autodeeplab.data.folder
 from autodeeplab.data import build_dataset
-from autodeeplab.data.base import DatasetError
+from autodeeplab.data.base import DatasetError, read_image
 from autodeeplab.data.folder import read_classes
 
 H, W = 8, 12
@@ -82,6 +82,45 @@ def test_grayscale_and_16_bit_masks(tmp_path):
     ds = build_dataset("folder", root=root, split="train")
     assert torch.equal(ds[0][1], torch.from_numpy(labels))
     assert torch.equal(ds[1][1], torch.from_numpy(labels))
+
+
+def test_grey_and_16_bit_grey_images_keep_their_values(tmp_path):
+    root = make_folder(tmp_path, {"train": ["g", "w"]})
+    grey = np.random.default_rng(1).integers(0, 256, (H, W), dtype=np.uint8)
+    wide = np.random.default_rng(2).integers(0, 65536, (H, W), dtype=np.uint16)
+    Image.fromarray(grey, mode="L").save(root / "images" / "train" / "g.png")
+    (root / "images" / "train" / "w.jpg").unlink()
+    Image.fromarray(wide).save(root / "images" / "train" / "w.png")  # opens as mode I;16
+    ds = build_dataset("folder", root=root, split="train")
+    for (image, _), expected in zip((ds[0], ds[1]), (grey / 255.0, wide / 65535.0)):
+        assert image.shape == (3, H, W)
+        for channel in image:  # grey in every channel, 16-bit values scaled, not clipped
+            np.testing.assert_allclose(channel.numpy(), expected, atol=1e-6)
+    # 32-bit integer images (mode I, e.g. TIFF): 16-bit values are read as such, wider refused.
+    Image.fromarray(wide.astype(np.int32)).save(tmp_path / "wide.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "wide.tif")[1].numpy(), wide / 65535.0)
+    Image.fromarray(np.full((H, W), 70000, dtype=np.int32)).save(tmp_path / "wider.tif")
+    with pytest.raises(DatasetError, match=r"wider.tif: a 'I' image with values from 70000 to"):
+        read_image(tmp_path / "wider.tif")
+
+
+def test_an_exif_rotated_photo_is_read_upright_and_its_mask_as_stored(tmp_path):
+    """Annotation tools draw on the photo as shown, turned by its EXIF orientation."""
+    root = make_folder(tmp_path, {"train": ["p"]})
+    stored = np.zeros((W, H, 3), dtype=np.uint8)  # a portrait photo stored on its side
+    stored[:, :4] = 255  # white in the stored left columns: the top rows once turned
+    photo = Image.fromarray(stored)
+    exif = photo.getexif()
+    exif[0x0112] = 8  # shown turned 90 degrees anticlockwise
+    (root / "images" / "train" / "p.png").unlink()
+    photo.save(root / "images" / "train" / "p.jpg", exif=exif.tobytes(), quality=100)
+    labels = np.zeros((H, W), dtype=np.int64)
+    labels[H - 4 :] = 1  # drawn on the upright photo: the white band is at the bottom
+    _palette_mask(root / "masks" / "train" / "p.png", labels)
+    image, mask = build_dataset("folder", root=root, split="train")[0]
+    assert image.shape == (3, H, W) and torch.equal(mask, torch.from_numpy(labels))
+    white = image.mean(0) > 0.5
+    assert torch.equal(white, mask == 1)
 
 
 def test_custom_ignore_index(tmp_path):
