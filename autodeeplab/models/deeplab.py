@@ -7,6 +7,7 @@ checkpoint that stores it describes itself.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,23 @@ class AutoDeepLab(nn.Module):
         decoder_channels: int = 256,
     ):
         super().__init__()
+        _check_arguments(
+            num_classes=num_classes,
+            filter_multiplier=filter_multiplier,
+            aspp_channels=aspp_channels,
+            low_level_channels=low_level_channels,
+            decoder_channels=decoder_channels,
+        )
+        stem_channels = tuple(stem_channels)
+        if len(stem_channels) != 3 or not all(_is_positive_int(c) for c in stem_channels):
+            raise ValueError(
+                f"stem_channels={list(stem_channels)}; expected three positive ints (the "
+                "stem's three convs)"
+            )
+        if isinstance(drop_path_keep_prob, bool) or not 0 < drop_path_keep_prob <= 1:
+            raise ValueError(
+                f"drop_path_keep_prob={drop_path_keep_prob}; expected a probability in (0, 1]"
+            )
         self.backbone = Backbone(
             genotype,
             filter_multiplier,
@@ -83,6 +101,18 @@ class AutoDeepLab(nn.Module):
         features, low_level = self.backbone(x)
         logits = self.head(features, low_level)
         return {"out": resize(logits, tuple(x.shape[-2:]))}
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _check_arguments(**values: Any) -> None:
+    """Refuse, by name, an argument that is not a positive int (the layers' own errors, e.g.
+    about conv groups, would name none)."""
+    for name, value in values.items():
+        if not _is_positive_int(value):
+            raise ValueError(f"{name}={value!r}; expected a positive int")
 
 
 def build_model(

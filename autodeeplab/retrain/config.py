@@ -59,7 +59,9 @@ class LossConfig:
 class RetrainConfig:
     """``conf/retrain/retrain.yaml``."""
 
-    genotype: str = "paper"  # a genotype.json path or a registered name ("paper")
+    # A registered name ("paper"), never read as a path, or a genotype.json path (a file named
+    # like a registered genotype: ./paper)
+    genotype: str = "paper"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

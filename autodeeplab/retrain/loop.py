@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -53,12 +54,16 @@ BEST = Path("checkpoints") / "best.pt"
 
 
 def load_genotype(spec: str, levels: int = 4) -> Genotype:
-    """``spec``: a genotype.json path or a registered name such as ``"paper"``."""
+    """``spec``: a registered name such as ``"paper"`` or a genotype.json path. A registered
+    name is never read as a path, so the default (``paper``) does not depend on what the
+    working directory holds: a file of that name is ``./paper``."""
     if not spec.strip():  # Path("") would be the working directory
         raise GenotypeError(
             "genotype is empty; pass genotype=<a genotype.json file> or a registered name "
             f"({', '.join(sorted(NAMED_GENOTYPES))})"
         )
+    if spec in NAMED_GENOTYPES:
+        return Genotype.named(spec)
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return Genotype.from_json(path, levels=levels)
@@ -268,6 +273,21 @@ def _best_on_disk(run_dir: Path, best: dict[str, Any] | None) -> dict[str, Any] 
     return best
 
 
+def diverged(step: int, loss: float, records: list[dict[str, Any]], run_dir: Path) -> str:
+    """The message that stops a retrain whose mean training loss since the last validation is
+    ``loss`` (not finite) at iteration ``step``."""
+    since = records[-1]["step"] if records else 0
+    kept = (
+        f"the last checkpoint, {run_dir / CHECKPOINT}, holds iteration {since}"
+        if records
+        else "no checkpoint was written"
+    )
+    return (
+        f"iteration {step}: mean training loss {loss} over iterations {since + 1}-{step}: the "
+        f"retrain diverged (lower train.lr, or set train.grad_clip); {kept}"
+    )
+
+
 def _retrain(
     cfg: RetrainConfig, run_dir: Path, state: dict[str, Any] | None, inputs: RetrainInputs
 ) -> dict[str, Any]:
@@ -414,6 +434,9 @@ def _retrain(
             if writer is not None:
                 writer.add_scalar("loss/train", step_loss, step)  # rank 0's batch
             if step % train.val_every == 0 or step == train.iterations:
+                (train_loss,) = distributed.average([sum(losses) / len(losses)])
+                if not math.isfinite(train_loss):
+                    raise ValueError(diverged(step, train_loss, records, run_dir))
                 # Each rank's BatchNorm running statistics follow its own batches (unless
                 # synchronised): evaluate and save rank 0's on every rank, so that the ranks
                 # agree and a resumed run continues from the state each rank had.
@@ -426,7 +449,12 @@ def _retrain(
                     device=device,
                     across_ranks=True,
                 )
-                (train_loss,) = distributed.average([sum(losses) / len(losses)])
+                if math.isnan(scores["pixel_acc"]):  # no labelled pixel in the split
+                    raise ValueError(
+                        f"the {data.name} val split has no labelled pixels (every mask is "
+                        f"data.ignore_index={data.ignore_index}), so the retrain cannot score "
+                        "its validations nor keep a best checkpoint; give it a labelled val split"
+                    )
                 record = {
                     "step": step,
                     "train_loss": train_loss,

@@ -148,6 +148,38 @@ def test_build_model_inputs():
         build_model(PAPER, 19)  # keyword-only
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"num_classes": 0}, "num_classes=0; expected a positive int"),
+        ({"num_classes": True}, "num_classes=True; expected a positive int"),
+        ({"filter_multiplier": 0}, "filter_multiplier=0; expected a positive int"),
+        ({"filter_multiplier": 2.5}, "filter_multiplier=2.5; expected a positive int"),
+        ({"aspp_channels": -1}, "aspp_channels=-1; expected a positive int"),
+        ({"decoder_channels": 0}, "decoder_channels=0; expected a positive int"),
+        ({"low_level_channels": 4.0}, "low_level_channels=4.0; expected a positive int"),
+        ({"stem_channels": (64, 64)}, r"stem_channels=\[64, 64\]; expected three positive ints"),
+        ({"stem_channels": (64, 0, 8)}, r"stem_channels=\[64, 0, 8\]; expected three"),
+        (
+            {"drop_path_keep_prob": 0.0},
+            r"drop_path_keep_prob=0.0; expected a probability in \(0, 1\]",
+        ),
+        ({"drop_path_keep_prob": 1.5}, "drop_path_keep_prob=1.5; expected a probability"),
+    ],
+)
+def test_build_model_refuses_bad_arguments_by_name(arguments, message):
+    """The layers' own errors (conv groups, unpacking) would name no argument."""
+    with pytest.raises(ValueError, match=message):
+        build_model("paper", **{"num_classes": 3, "filter_multiplier": 4, **arguments})
+
+
+def test_build_model_takes_numpy_integers():
+    import numpy as np
+
+    model = build_model("paper", num_classes=np.int64(3), filter_multiplier=np.int64(4))
+    assert model.num_classes == 3
+
+
 def test_the_decoded_network_has_four_levels():
     # A genotype built in code is checked against 0 and jumps only; the model takes levels 0..3.
     with pytest.raises(GenotypeError, match="layer 5 has level 4; levels run 0..3"):

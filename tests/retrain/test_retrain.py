@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,81 @@ def test_a_retrain_that_stopped_before_its_first_checkpoint_keeps_its_directory(
     (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")  # its TensorBoard file
     with pytest.raises(FileExistsError, match="stopped before its first checkpoint"):
         run_retrain(retrain_config("experiment=smoke"), tmp_path)
+
+
+def test_a_diverged_retrain_stops_naming_the_iteration_and_the_last_checkpoint(
+    retrain_config, tmp_path, monkeypatch
+):
+    real = retrain_loop.build_loss
+    calls = []
+
+    def diverging(*args, **kwargs):  # finite for three steps, then NaN
+        loss = real(*args, **kwargs)
+
+        def forward(logits, target):
+            calls.append(None)
+            return loss(logits, target) * (float("nan") if len(calls) > 3 else 1.0)
+
+        return forward
+
+    monkeypatch.setattr(retrain_loop, "build_loss", diverging)
+    cfg = retrain_config("experiment=smoke", "train.iterations=6", "train.val_every=2")
+    run = tmp_path / "run"
+    message = (
+        "iteration 4: mean training loss nan over iterations 3-4: the retrain diverged "
+        "(lower train.lr, or set train.grad_clip); the last checkpoint, "
+        f"{run / 'checkpoints/last.pt'}, holds iteration 2"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_retrain(cfg, run)
+    assert len(calls) == 4  # stopped at the validation after the first NaN
+    state = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert state["step"] == 2 and state["best"]["step"] == 2
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2]
+    # Before any checkpoint: says so.
+    calls.clear()
+    calls.extend([None] * 3)
+    with pytest.raises(ValueError, match="iteration 2: .* no checkpoint was written"):
+        run_retrain(cfg, tmp_path / "early")
+
+
+def test_a_val_split_without_labelled_pixels_is_refused_not_scored_as_nan(retrain_config, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "classes.txt").write_text("road\nsky\ntree\n")
+    for split, value in (("train", 1), ("val", 255)):
+        for stem in ("a", "b"):
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+            (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 40), (90, 120, 30)).save(root / "images" / split / f"{stem}.png")
+            Image.new("L", (40, 40), value).save(root / "masks" / split / f"{stem}.png")
+    cfg = retrain_config(
+        "experiment=smoke",
+        "data=folder",
+        f"data.root={root}",
+        "data.num_classes=3",
+        "train.iterations=1",
+        "train.val_every=1",
+    )
+    run = tmp_path / "run"
+    refusal = "the folder val split has no labelled pixels (every mask is data.ignore_index=255)"
+    with pytest.raises(ValueError, match=re.escape(refusal)):
+        run_retrain(cfg, run)
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_registered_genotype_name_is_never_read_as_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()  # a folder (or file) named like the default genotype
+    assert retrain_loop.load_genotype("paper") == Genotype.named("paper")
+    small = Genotype(cell=Genotype.named("paper").cell, path=(0, 1))
+    (tmp_path / "mine.json").write_text(json.dumps(small.to_dict()))
+    assert retrain_loop.load_genotype("mine.json") == small
 
 
 def test_loss_terms_take_any_registered_loss_from_the_command_line(retrain_config):
