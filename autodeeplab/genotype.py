@@ -270,3 +270,25 @@ NAMED_GENOTYPES: dict[str, dict[str, Any]] = {
         "path": [0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1],
     },
 }
+
+
+def load_genotype(spec: str, levels: int = 4) -> Genotype:
+    """``spec``: a registered name such as ``"paper"`` or a genotype.json path. A registered
+    name is never read as a path, so the default (``paper``) does not depend on what the
+    working directory holds: a file of that name is ``./paper``."""
+    if not spec.strip():  # Path("") would be the working directory
+        raise GenotypeError(
+            "genotype is empty; pass genotype=<a genotype.json file> or a registered name "
+            f"({', '.join(sorted(NAMED_GENOTYPES))})"
+        )
+    if spec in NAMED_GENOTYPES:
+        return Genotype.named(spec)
+    path = Path(spec)
+    if path.suffix == ".json" or path.exists():
+        return Genotype.from_json(path, levels=levels)
+    try:
+        return Genotype.named(spec)
+    except GenotypeError as err:
+        raise GenotypeError(
+            f"genotype={spec!r} is neither a genotype file nor a name: {err}"
+        ) from None

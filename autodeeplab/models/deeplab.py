@@ -8,13 +8,14 @@ checkpoint that stores it describes itself.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from autodeeplab.genotype import Genotype
+from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.models.backbone import Backbone
 from autodeeplab.models.drop_path import DropPath
 from autodeeplab.models.heads import DeepLabHead
@@ -125,13 +126,15 @@ def build_model(
 ) -> AutoDeepLab:
     """Build the decoded model of ``genotype``.
 
-    ``genotype`` is a :class:`Genotype`, its ``to_dict()`` form (as in ``model_args``) or a
-    registered name such as ``"paper"``. ``options`` are the other keywords of
-    :class:`AutoDeepLab` (``stem_channels``, ``aspp_channels``, ``low_level_channels``,
-    ``decoder_channels``); ``None`` values are dropped so that gaps in a config keep the defaults.
+    ``genotype`` is a :class:`Genotype`, its ``to_dict()`` form (as in ``model_args``), a
+    registered name such as ``"paper"`` or a genotype.json path (as the retrain's
+    ``genotype=``: :func:`~autodeeplab.genotype.load_genotype`). ``options`` are the other
+    keywords of :class:`AutoDeepLab` (``stem_channels``, ``aspp_channels``,
+    ``low_level_channels``, ``decoder_channels``); ``None`` values are dropped so that gaps in
+    a config keep the defaults.
     """
-    if isinstance(genotype, str):
-        genotype = Genotype.named(genotype)
+    if isinstance(genotype, (str, os.PathLike)):
+        genotype = load_genotype(os.fspath(genotype))
     elif not isinstance(genotype, Genotype):
         genotype = Genotype.from_dict(genotype, source="model genotype")
     options = {key: value for key, value in options.items() if value is not None}

@@ -43,7 +43,7 @@ from autodeeplab.engine.rundir import CHECKPOINT, open_run_dir
 from autodeeplab.engine.runtime import deterministic_algorithms, peak_memory_mib, resolve_device
 from autodeeplab.engine.schedules import poly_lr
 from autodeeplab.files import atomic_write_text
-from autodeeplab.genotype import NAMED_GENOTYPES, Genotype, GenotypeError
+from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.models import build_model
 from autodeeplab.ops import check_coarsest_map
 from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
@@ -51,28 +51,6 @@ from autodeeplab.retrain.config import RetrainConfig, check_retrain_config
 log = logging.getLogger(__name__)
 
 BEST = Path("checkpoints") / "best.pt"
-
-
-def load_genotype(spec: str, levels: int = 4) -> Genotype:
-    """``spec``: a registered name such as ``"paper"`` or a genotype.json path. A registered
-    name is never read as a path, so the default (``paper``) does not depend on what the
-    working directory holds: a file of that name is ``./paper``."""
-    if not spec.strip():  # Path("") would be the working directory
-        raise GenotypeError(
-            "genotype is empty; pass genotype=<a genotype.json file> or a registered name "
-            f"({', '.join(sorted(NAMED_GENOTYPES))})"
-        )
-    if spec in NAMED_GENOTYPES:
-        return Genotype.named(spec)
-    path = Path(spec)
-    if path.suffix == ".json" or path.exists():
-        return Genotype.from_json(path, levels=levels)
-    try:
-        return Genotype.named(spec)
-    except GenotypeError as err:
-        raise GenotypeError(
-            f"genotype={spec!r} is neither a genotype file nor a name: {err}"
-        ) from None
 
 
 def train_transform(data: DataConfig, color_jitter: float) -> Callable:
