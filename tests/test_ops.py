@@ -7,6 +7,13 @@ from autodeeplab import OPS, PRIMITIVES
 from autodeeplab.ops import AtrousConv, FactorizedReduce, SepConv, Stem, half_size, resize
 
 
+def test_resize_aligns_corners_as_tf():
+    ramp = torch.arange(5.0).view(1, 1, 1, 5)
+    torch.testing.assert_close(resize(ramp, (1, 13)), torch.linspace(0, 4, 13).view(1, 1, 1, 13))
+    column = torch.arange(3.0).view(1, 1, 3, 1)
+    torch.testing.assert_close(resize(column, (5, 1)), torch.linspace(0, 2, 5).view(1, 1, 5, 1))
+
+
 def test_primitives_order_and_table():
     assert PRIMITIVES == (
         "none",

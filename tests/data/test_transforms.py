@@ -65,6 +65,19 @@ def test_crop_is_a_window_of_the_input():
     assert torch.equal(mask[t : t + 8, left : left + 11], out_mask)
 
 
+@pytest.mark.parametrize(("h", "w", "ch", "cw"), [(10, 10, 9, 6), (7, 12, 7, 11)])
+def test_crop_draws_every_window_position(h, w, ch, cw):
+    """Every offset from 0 to size - crop, the right and bottom edges included."""
+    mask = torch.arange(h * w).view(h, w)
+    image = mask.float().expand(3, h, w)
+    crop = RandomCrop((ch, cw))
+    corners = set()
+    for seed in range(300):
+        _, out = crop(image, mask, _gen(seed))
+        corners.add(divmod(int(out[0, 0]), w))
+    assert corners == {(t, l) for t in range(h - ch + 1) for l in range(w - cw + 1)}
+
+
 def test_flip_flips_image_and_mask_together():
     image, mask = _pair()
     out_image, out_mask = RandomHorizontalFlip(p=1.0)(image, mask, _gen())

@@ -85,6 +85,21 @@ def test_dice_skips_classes_absent_from_target_and_prediction():
     assert dice(logits, target).item() == pytest.approx(_dice_numpy(logits, target), abs=1e-6)
 
 
+def test_dice_penalises_a_class_predicted_but_absent_from_the_target():
+    logits = torch.zeros(1, 2, 2, 4)
+    logits[0, 0] = 2.0
+    logits[0, 1, :, :2] = 4.0  # half the pixels predict class 1, which the target never has
+    target = torch.zeros(1, 2, 4, dtype=torch.long)
+    p1 = torch.softmax(logits, 1)[0, 1].double()
+    p0 = 1 - p1
+    present = 1 - (2 * p0.sum() + 1) / (p0.sum() + 8 + 1)  # class 0 alone
+    with_false_positive = 1 - ((2 * p0.sum() + 1) / (p0.sum() + 8 + 1) + 1 / (p1.sum() + 1)) / 2
+    got = dice(logits, target).item()
+    assert got == pytest.approx(with_false_positive.item(), abs=1e-6)
+    assert got == pytest.approx(_dice_numpy(logits, target), abs=1e-6)
+    assert abs(got - present.item()) > 0.05
+
+
 def test_focal_gamma_zero_is_cross_entropy():
     logits, target = _batch()
     torch.testing.assert_close(focal(logits, target, gamma=0.0), cross_entropy(logits, target))

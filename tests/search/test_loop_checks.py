@@ -157,6 +157,48 @@ def test_steps_per_epoch_and_learning_rates_follow_the_config(tmp_path, monkeypa
     assert [r["lr"] for r in records] == pytest.approx(expected)
 
 
+def test_weight_steps_train_on_split_a_and_architecture_steps_on_split_b(tmp_path, monkeypatch):
+    """The bilevel alternation [P §3.3]: each step sees its own half's batches, in order."""
+    import itertools
+
+    import autodeeplab.search.loop as search_loop
+
+    seen = {"weight": [], "arch": [], "epochs": []}
+
+    def recording(name, step):
+        def wrapped(net, opt, images, target, **kwargs):
+            seen[name].append(images.clone())
+            return step(net, opt, images, target, **kwargs)
+
+        return wrapped
+
+    def train_epoch(net, opt, data, cfg, epoch, device, *args, **kwargs):
+        seen["epochs"].append((data, epoch))
+        return real_train_epoch(net, opt, data, cfg, epoch, device, *args, **kwargs)
+
+    real_train_epoch = search_loop.train_epoch
+    monkeypatch.setattr(search_loop, "weight_step", recording("weight", search_loop.weight_step))
+    monkeypatch.setattr(search_loop, "arch_step", recording("arch", search_loop.arch_step))
+    monkeypatch.setattr(search_loop, "train_epoch", train_epoch)
+    cfg = _smoke("search.epochs=2", "search.max_steps=3")
+    run_search(cfg, tmp_path / "run")
+    batch = cfg.search.batch_size
+    expected_a, expected_b = [], []
+    for data, epoch in seen["epochs"]:
+        loader_a = data.loader(data.split_a, batch, seed=cfg.seed, epoch=epoch)
+        expected_a += [images for images, _ in itertools.islice(loader_a, 3)]
+        if epoch > cfg.search.arch_start_epoch:
+            expected_b += [
+                images for images, _ in itertools.islice(data.batches_b(batch, epoch), 3)
+            ]
+    assert len(seen["weight"]) == 6 and len(seen["arch"]) == 3
+    for got, expected in zip(seen["weight"] + seen["arch"], expected_a + expected_b, strict=True):
+        assert torch.equal(got, expected)
+    # The halves differ: no architecture batch is the weight batch before it.
+    for images_a, images_b in zip(seen["weight"][3:], seen["arch"], strict=True):
+        assert not torch.equal(images_a, images_b)
+
+
 def test_the_optimisers_take_every_setting():
     from autodeeplab.search.loop import Optimisers
     from autodeeplab.space.supernet import build_supernet
