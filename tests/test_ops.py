@@ -14,6 +14,21 @@ def test_resize_aligns_corners_as_tf():
     torch.testing.assert_close(resize(column, (5, 1)), torch.linspace(0, 2, 5).view(1, 1, 5, 1))
 
 
+def test_stem_is_conv_bn_relu_conv_bn_then_relu_conv_bn():
+    """DESIGN §6: the stride-2 half feature is taken before the ReLU the last conv reads."""
+    torch.manual_seed(0)
+    stem = Stem((8, 8, 16)).eval()
+    x = torch.randn(2, 3, 33, 33)
+    with torch.no_grad():
+        half, quarter = stem(x)
+        first = F.relu(stem.conv0[1](stem.conv0[0](x)))
+        expected_half = stem.conv1[1](stem.conv1[0](first))
+        expected_quarter = stem.conv2[1](stem.conv2[0](F.relu(expected_half)))
+    torch.testing.assert_close(half, expected_half)
+    torch.testing.assert_close(quarter, expected_quarter)
+    assert (half < 0).any()  # no ReLU on the half feature itself
+
+
 def test_primitives_order_and_table():
     assert PRIMITIVES == (
         "none",

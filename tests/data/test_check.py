@@ -43,6 +43,15 @@ def make_tree(root: Path) -> Path:
     return root
 
 
+def test_the_size_range_is_taken_per_dimension(tmp_path, monkeypatch):
+    """A wide and a tall sample: the smallest height and the smallest width are of different
+    samples."""
+    monkeypatch.setitem(MASKS, "train", [np.zeros((2, 5), int), np.zeros((4, 3), int)])
+    ds = build_dataset("folder", root=make_tree(tmp_path), split="train")
+    report = check_dataset(ds, progress=False)
+    assert (report["min_size"], report["max_size"]) == ((2, 3), (4, 5))
+
+
 def test_counts_match_hand_counts(tmp_path):
     ds = build_dataset("folder", root=make_tree(tmp_path), split="train")
     report = check_dataset(ds, progress=False)

@@ -62,6 +62,20 @@ def test_sliding_window_is_exact_for_a_pointwise_model(size, crop):
     assert len(model.seen) > 1 and set(model.seen) == {(ch, cw)}
 
 
+def test_sliding_window_strides_each_side_by_its_own_crop_length():
+    """A 8x16 window over 20x40 at stride rate 1/2: rows every 4 pixels, columns every 8."""
+    corners = []
+
+    def locate(crop):  # channel 0 holds each pixel's row, channel 1 its column
+        corners.append((int(crop[0, 0, 0, 0]), int(crop[0, 1, 0, 0])))
+        return torch.zeros(crop.shape[0], 2, *crop.shape[-2:])
+
+    rows = torch.arange(20.0).view(20, 1).expand(20, 40)
+    columns = torch.arange(40.0).view(1, 40).expand(20, 40)
+    sliding_window(locate, torch.stack([rows, columns])[None], (8, 16), 0.5, 2)
+    assert sorted(corners) == [(y, x) for y in (0, 4, 8, 12) for x in (0, 8, 16, 24)]
+
+
 def test_sliding_window_positions_and_count_map():
     """Stride ceil(8 * 2/3) = 6 over 17 rows: windows at 0, 6 and 9 (aligned to the border)."""
     rows = torch.arange(17.0).view(1, 1, 17, 1).expand(1, K, 17, 8)
@@ -232,6 +246,7 @@ def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_setti
     if len(scales) > 1 or flip:  # the averages differ here, so passing ``average`` on matters
         assert other.compute() != expected.compute()
 
+    rng = torch.get_rng_state()
     scores = evaluate_model(
         model,
         TensorDataset(images, masks),
@@ -241,6 +256,9 @@ def test_evaluate_model_scores_every_image_in_eval_mode_with_its_inference_setti
         crop_size=crop_size,
         average=average,
     )
+    # A validation draws nothing from the global generator: the training after it (its
+    # augmentation and drop path) goes on as it would have without it, as a resumed run does.
+    assert torch.equal(torch.get_rng_state(), rng)
     assert model.training  # left as it was
     assert scores == pytest.approx(expected.compute())
     # Train-mode BatchNorm (the batch's statistics) would have scored otherwise.
