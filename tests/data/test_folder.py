@@ -136,6 +136,15 @@ def test_custom_ignore_index(tmp_path):
         build_dataset("folder", root=root, split="train", ignore_index=2)
 
 
+def test_an_ignore_index_above_255_in_16_bit_masks(tmp_path):
+    root = make_folder(tmp_path, {"train": ["a"]})
+    labels = _labels(0).astype(np.uint16)
+    labels[0, 0] = labels[1, 1] = 256
+    Image.fromarray(labels).save(root / "masks" / "train" / "a.png")
+    ds = autodeeplab.data.folder.build_folder(root, "train", ignore_index=256)
+    assert torch.equal(ds[0][1], torch.from_numpy(labels.astype(np.int64)))
+
+
 def test_classes_file_errors(tmp_path):
     root = make_folder(tmp_path)
     (root / "classes.txt").unlink()

@@ -148,6 +148,18 @@ def test_a_diverged_retrain_stops_naming_the_iteration_and_the_last_checkpoint(
         run_retrain(cfg, tmp_path / "early")
 
 
+def test_a_tie_keeps_the_earlier_best(retrain_config, tmp_path, monkeypatch):
+    """Later validations must beat the best score to replace it; an equal one does not."""
+    monkeypatch.setattr(
+        retrain_loop, "evaluate_model", lambda *args, **kwargs: {"miou": 0.5, "pixel_acc": 0.9}
+    )
+    cfg = retrain_config("experiment=smoke", "train.iterations=4", "train.val_every=2")
+    best = run_retrain(cfg, tmp_path / "run")
+    assert best["step"] == 2
+    state = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
+    assert state["step"] == 2 and state["best"]["step"] == 2
+
+
 def test_a_val_split_without_labelled_pixels_is_refused_not_scored_as_nan(retrain_config, tmp_path):
     from PIL import Image
 

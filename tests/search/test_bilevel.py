@@ -27,6 +27,16 @@ def test_weight_step_applies_the_update_and_frees_the_weight_gradients():
         assert param.grad is None
 
 
+def test_gradients_only_for_restores_what_it_froze_and_nothing_else():
+    from autodeeplab.search.bilevel import gradients_only_for
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    net[2].weight.requires_grad_(False)  # frozen by the user
+    with gradients_only_for(net, [net[0].weight]):
+        assert [p.requires_grad for p in net.parameters()] == [True] + [False] * 5
+    assert [p.requires_grad for p in net.parameters()] == [True] * 4 + [False, True]
+
+
 def test_weight_step_clips_the_gradient_norm():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 1))
