@@ -251,7 +251,7 @@ def _best_on_disk(run_dir: Path, best: dict[str, Any] | None) -> dict[str, Any] 
     return best
 
 
-def diverged(step: int, loss: float, records: list[dict[str, Any]], run_dir: Path) -> str:
+def _diverged(step: int, loss: float, records: list[dict[str, Any]], run_dir: Path) -> str:
     """The message that stops a retrain whose mean training loss since the last validation is
     ``loss`` (not finite) at iteration ``step``."""
     since = records[-1]["step"] if records else 0
@@ -414,7 +414,7 @@ def _retrain(
             if step % train.val_every == 0 or step == train.iterations:
                 (train_loss,) = distributed.average([sum(losses) / len(losses)])
                 if not math.isfinite(train_loss):
-                    raise ValueError(diverged(step, train_loss, records, run_dir))
+                    raise ValueError(_diverged(step, train_loss, records, run_dir))
                 # Each rank's BatchNorm running statistics follow its own batches (unless
                 # synchronised): evaluate and save rank 0's on every rank, so that the ranks
                 # agree and a resumed run continues from the state each rank had.
