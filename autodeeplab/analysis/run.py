@@ -102,12 +102,6 @@ def _require(run_dir: Path, name: str, what: str) -> Path:
 
 
 def _read_history(path: Path) -> dict[str, np.ndarray]:
-    if path.is_file() and not zipfile.is_zipfile(path):
-        # numpy would take any other file for a pickle and suggest loading it unsafely.
-        raise ValueError(
-            f"{path}: not a readable .npz file (not a zip archive; e.g. a Git LFS pointer "
-            f"or a file written by something else)"
-        )
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in HISTORY_KEYS if key not in data.files]
@@ -115,6 +109,11 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
     except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or not an .npz
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     except ValueError as err:  # e.g. object arrays, which need pickle
+        if not zipfile.is_zipfile(path):  # numpy took it for a pickle: suggests unpickling it
+            raise ValueError(
+                f"{path}: not a readable .npz file (not a zip archive; e.g. a Git LFS pointer "
+                "or a file written by something else)"
+            ) from None
         raise ValueError(f"{path}: {err}") from None
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}; expected {list(HISTORY_KEYS)}")

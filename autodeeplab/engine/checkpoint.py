@@ -32,12 +32,6 @@ def load_checkpoint(
     key, where it has one). ``mmap``: tensors are read from the file when used (for a look at
     its other entries)."""
     path = check_checkpoint_path(path)
-    if _torchscript_archive(path):
-        # torch.load would refuse it and suggest weights_only=False, i.e. running its code.
-        raise ValueError(
-            f"checkpoint {path} is a TorchScript module (an export: load it with "
-            "torch.jit.load), not a checkpoint; pass a run's checkpoints/*.pt"
-        )
     try:
         # weights_only: a checkpoint holds tensors and plain containers, never pickled code.
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -48,6 +42,11 @@ def load_checkpoint(
             "and plain containers)"
         ) from None
     except Exception as err:  # a torn or foreign file: say which file, in one line
+        if _torchscript_archive(path):  # torch's message suggests weights_only=False
+            raise ValueError(
+                f"checkpoint {path} is a TorchScript module (an export: load it with "
+                "torch.jit.load), not a checkpoint; pass a run's checkpoints/*.pt"
+            ) from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"checkpoint {path} cannot be read (torn, or not a torch.save file): {reason}"
