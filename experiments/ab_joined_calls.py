@@ -51,13 +51,18 @@ def separate_calls(net: Supernet) -> Supernet:
     return other
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_supernet_options(parser)
     parser.add_argument("--pairs", type=int, default=16, help="timed steps of each version")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each version")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     joined = supernet_from_options(args).train()
     versions = {"joined": joined, "separate": separate_calls(joined)}

@@ -113,22 +113,25 @@ def stage_costs(dataset, transform, count: int) -> dict:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16, help="samples in the dataset")
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--crop", type=int, default=513)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--height", type=int, default=1024, help="image height, pixels")
+    parser.add_argument("--width", type=int, default=2048, help="image width, pixels")
+    parser.add_argument("--crop", type=int, default=513, help="side of the training crop")
+    parser.add_argument("--batch", type=int, default=2, help="images per batch")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 1, 2], help="loader worker counts to time"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per worker count")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (main process)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:

@@ -213,13 +213,17 @@ def time_steps(fn, steps: int, warmup: int, device: torch.device) -> list[float]
 def add_supernet_options(parser: argparse.ArgumentParser) -> None:
     """The supernet's size and the step's input, as this benchmark and the A/B scripts take them
     (defaults: the paper's search space, batch 2, 64x64 crops)."""
-    parser.add_argument("--filter-multiplier", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--levels", type=int, default=4)
-    parser.add_argument("--blocks", type=int, default=5)
-    parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--filter-multiplier", type=int, default=8, help="F, channels per block at level 0"
+    )
+    parser.add_argument("--layers", type=int, default=12, help="L, layers of the supernet")
+    parser.add_argument(
+        "--levels", type=int, default=4, help="resolutions (level l: stride 4 * 2**l)"
+    )
+    parser.add_argument("--blocks", type=int, default=5, help="B, blocks per cell")
+    parser.add_argument("--classes", type=int, default=19, help="classes of the random labels")
+    parser.add_argument("--crop", type=int, default=64, help="side of the square input, pixels")
+    parser.add_argument("--batch", type=int, default=2, help="images per step")
 
 
 def supernet_from_options(args: argparse.Namespace, **options) -> Supernet:
@@ -236,18 +240,24 @@ def supernet_from_options(args: argparse.Namespace, **options) -> Supernet:
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_supernet_options(parser)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is kept)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--no-arch", action="store_true", help="skip the architecture step")
     parser.add_argument(
         "--checkpoint", action="store_true", help="activation checkpointing per node"
     )
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: autocast as search.precision=bf16 runs it (alpha and beta stay float32)",
+    )
     parser.add_argument(
         "--cuda-graphs",
         action="store_true",
@@ -268,13 +278,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--project-images", type=int, default=project["project_images"], help="training images"
     )
-    parser.add_argument("--project-epochs", type=int, default=project["project_epochs"])
-    parser.add_argument("--project-arch-start", type=int, default=project["project_arch_start"])
+    parser.add_argument(
+        "--project-epochs", type=int, default=project["project_epochs"], help="search epochs"
+    )
+    parser.add_argument(
+        "--project-arch-start",
+        type=int,
+        default=project["project_arch_start"],
+        help="the epoch after which architecture steps run",
+    )
     parser.add_argument(
         "--reference",
         action="store_true",
         help="also time the weight step of the plain eq. 6 implementation (slow)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.cuda_graphs and torch.device(args.device).type != "cuda":
         parser.error(f"--cuda-graphs needs a CUDA device, not --device {args.device}")
