@@ -7,6 +7,7 @@ A builder has the signature ``builder(root, split, transform, **options)`` and r
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import types
 import typing
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset, Subset
 from autodeeplab.data.config import DataConfig
 
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 DATASETS: dict[str, Callable[..., Dataset]] = {}
 
@@ -144,5 +147,10 @@ def dataset_from_config(cfg: DataConfig, split: str, limit: int | None = None) -
     if limit is not None:
         if limit < 1:
             raise ValueError(f"data.{split}_samples={limit}; expected a positive number or null")
+        if limit > len(dataset):
+            log.warning(
+                "data.%s_samples=%d but the %s split of %s has %d samples: using all of them",
+                split, limit, split, cfg.name, len(dataset),
+            )  # fmt: skip
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     return dataset
