@@ -51,6 +51,23 @@ def check_coarsest_map(crop_size: int, batch_size: int, level: int, batch_key: s
         )
 
 
+def check_training_input(model: str, shape: torch.Size, level: int) -> None:
+    """Refuse, for a training-mode forward of ``model``, an input of ``shape`` ``(N, C, H, W)``
+    whose maps shrink to one pixel at ``level`` with one image: BatchNorm in training needs
+    more than one value per channel (PyTorch's own error names neither the input nor a
+    remedy). The Python API's counterpart of :func:`check_coarsest_map`."""
+    size = (int(shape[-2]), int(shape[-1]))
+    for _ in range(2 + level):
+        size = half_size(size)
+    if int(shape[0]) * size[0] * size[1] < 2:
+        raise ValueError(
+            f"{model} in training mode: an input of shape {tuple(shape)} leaves a "
+            f"{size[0]}x{size[1]} map at level {level}, where BatchNorm sees one value per "
+            f"channel; pass at least 2 images, inputs of at least {4 * 2**level + 1} pixels a "
+            "side, or call .eval() first"
+        )
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(N, C, H, W)`` to ``size`` with corner alignment (as TF's builder)."""
     # Skipping a same-size resize is a Python branch on the input size; a trace or an export

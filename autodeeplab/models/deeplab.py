@@ -19,7 +19,7 @@ from autodeeplab.genotype import Genotype, load_genotype
 from autodeeplab.models.backbone import Backbone
 from autodeeplab.models.drop_path import DropPath
 from autodeeplab.models.heads import DeepLabHead
-from autodeeplab.ops import resize
+from autodeeplab.ops import check_training_input, resize
 
 
 class AutoDeepLab(nn.Module):
@@ -99,6 +99,8 @@ class AutoDeepLab(nn.Module):
                 module.set_progress(fraction)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.training:
+            check_training_input("AutoDeepLab", x.shape, max(self.backbone.path, default=0))
         features, low_level = self.backbone(x)
         logits = self.head(features, low_level)
         return {"out": resize(logits, tuple(x.shape[-2:]))}

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from autodeeplab.ops import PRIMITIVES, ReLUConvBN, Stem, half_size, resize
+from autodeeplab.ops import PRIMITIVES, ReLUConvBN, Stem, check_training_input, half_size, resize
 from autodeeplab.space.cell import SearchCell
 from autodeeplab.space.edges import num_edges
 from autodeeplab.space.heads import SearchASPP
@@ -203,6 +203,8 @@ class Supernet(nn.Module):
         self, x: torch.Tensor, alpha_weights: torch.Tensor, beta_weights: torch.Tensor
     ) -> torch.Tensor:
         """The forward pass under given normalised architecture weights."""
+        if self.training:
+            check_training_input("Supernet", x.shape, self.lattice.levels - 1)
         # No cast cache: each weight is cast once per pass anyway, and a CUDA graph capture
         # (search.cuda_graphs) must not keep casts made outside it.
         autocast = torch.autocast(

@@ -93,6 +93,19 @@ def test_batch_size_one_training_reaches_every_parameter():
     assert not missing
 
 
+def test_a_training_input_that_shrinks_to_one_value_per_channel_is_refused_naming_it():
+    model = _model((0, 1, 2, 2, 1)).train()  # coarsest level 2: stride 16
+    with pytest.raises(
+        ValueError,
+        match=r"AutoDeepLab in training mode: an input of shape "
+        r"\(1, 3, 16, 16\) leaves a 1x1 map at level 2.* at least 17 pixels",
+    ):
+        model(torch.randn(1, 3, 16, 16))
+    assert model(torch.randn(1, 3, 17, 17))["out"].shape == (1, 3, 17, 17)
+    assert model(torch.randn(2, 3, 16, 16))["out"].shape == (2, 3, 16, 16)
+    assert model.eval()(torch.randn(1, 3, 16, 16))["out"].shape == (1, 3, 16, 16)
+
+
 def test_aspp_rates_follow_the_output_stride():
     assert aspp_rates(4) == (24, 48, 72)
     assert aspp_rates(8) == (12, 24, 36)

@@ -125,6 +125,19 @@ def test_gradients_reach_alpha_beta_and_weights_and_batch_size_one_works():
     assert all(p.grad is not None for p in net.weight_parameters())
 
 
+def test_a_training_input_that_shrinks_to_one_value_per_channel_is_refused_naming_it():
+    net = _tiny(4, 2, 3, 2).train()  # coarsest level 2: stride 16
+    with pytest.raises(
+        ValueError,
+        match=r"Supernet in training mode: an input of shape "
+        r"\(1, 3, 16, 16\) leaves a 1x1 map at level 2.* at least 17 pixels",
+    ):
+        net(torch.randn(1, 3, 16, 16))
+    assert net(torch.randn(1, 3, 16, 17)).shape == (1, 4, 16, 17)  # a 1x2 map: two values
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 4, 16, 16)
+    assert net.eval()(torch.randn(1, 3, 16, 16)).shape == (1, 4, 16, 16)
+
+
 def test_arch_parameters_are_held_apart_from_the_weights():
     net = _tiny(4, 2, 2, 2)
     alpha, beta = net.arch_parameters()
