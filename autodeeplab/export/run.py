@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -131,6 +132,41 @@ def _claim(folder: Path, overwrite: bool) -> None:
         )
 
 
+#: The hidden folder an export is built in: ``.staging-<random>-<pid>@<host>`` inside its
+#: output folder, so that a later export can tell one whose process died (SIGKILL, a crash of
+#: the machine) from one still being built.
+STAGING_PREFIX = ".staging-"
+
+
+def _staging_owner() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Remove the hidden folders (:data:`STAGING_PREFIX`) that exports on this host left in
+    ``folder`` when their process was killed without cleaning up; those of live processes, of
+    other hosts and of unknown owners stay."""
+    host = socket.gethostname()
+    for staging in folder.glob(f"{STAGING_PREFIX}*"):
+        _, _, owner = staging.name[len(STAGING_PREFIX) :].partition("-")
+        pid, _, owner_host = owner.partition("@")
+        if not staging.is_dir() or owner_host != host or not pid.isdigit():
+            continue
+        if not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            log.info("removed %s, left by an export (process %s) that did not finish", staging, pid)
+
+
 def _publish(staging: Path, folder: Path) -> None:
     """Move the export built in ``staging`` into ``folder``, replacing an earlier export's
     files; files of an earlier export that this one does not write are removed, and so is the
@@ -241,7 +277,10 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     # once complete: a failure leaves an earlier export (overwrite=true) as it was.
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    _remove_stale_staging(folder)
+    staging = Path(
+        tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=f"-{_staging_owner()}", dir=folder)
+    )
     try:
         with _terminate_as_exit():
             return _export(cfg, model, source, data, staging, folder, threads, sizes)
