@@ -9,6 +9,7 @@ than 0 log warnings and errors to the console only (no log file in the run direc
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -269,14 +270,49 @@ def user_errors(log: logging.Logger, run_dir: Path | None = None) -> Iterator[Ca
                 for path in logs:
                     path.unlink()
                 run_dir.rmdir()  # fails, keeping it, where anything else has appeared
+                _remove_empty_parents(run_dir)
             except OSError:
                 pass
         sys.exit(2)
 
 
+def _remove_empty_parents(run_dir: Path) -> None:
+    """Remove the folders Hydra made above a removed ``run_dir`` (``runs/search/`` in a fresh
+    clone): where the run directory's top folder below the working directory was not there
+    when this module was imported, every folder between it and ``run_dir`` is this job's, and
+    each is removed while empty (``rmdir`` fails on one another job has just written into,
+    which stays). Folders that were there before, and any outside the working directory,
+    stay."""
+    cwd, run_dir = _START_DIR, run_dir.resolve()
+    if cwd is None or _START_ENTRIES is None or cwd not in run_dir.parents:
+        return
+    top = cwd / run_dir.relative_to(cwd).parts[0]
+    if top.name in _START_ENTRIES:
+        return
+    parent = run_dir.parent
+    while parent != cwd:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
+        parent = parent.parent
+
+
 #: When this module was imported: a stage's command line imports it before Hydra makes the
 #: run directory.
 _IMPORTED = time.time()
+
+
+def _start_listing() -> tuple[Path | None, frozenset[str] | None]:
+    try:
+        cwd = Path.cwd().resolve()
+        return cwd, frozenset(os.listdir(cwd))
+    except OSError:  # a working directory removed meanwhile
+        return None, None
+
+
+#: The working directory and its entries at that moment (for :func:`_remove_empty_parents`).
+_START_DIR, _START_ENTRIES = _start_listing()
 
 
 def _made_by_this_process(run_dir: Path) -> bool:

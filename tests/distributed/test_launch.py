@@ -278,6 +278,31 @@ def test_a_refused_resume_of_a_new_directory_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in earlier.iterdir()) == [".lock", "search.log"]
 
 
+def test_a_refusal_removes_the_folders_hydra_made_above_the_run_directory(tmp_path, monkeypatch):
+    import autodeeplab.launch as launch
+
+    # The working directory held "old" when the command started; "runs" and "new" are new.
+    cwd = tmp_path / "cwd"
+    (cwd / "old").mkdir(parents=True)
+    monkeypatch.setattr(launch, "_START_DIR", cwd)
+    monkeypatch.setattr(launch, "_START_ENTRIES", frozenset({"old"}))
+    (cwd / "runs" / "search").mkdir(parents=True)
+    _refuse(_job_dir(cwd / "runs" / "search", "job"))
+    assert [p.name for p in cwd.iterdir()] == ["old"]
+    # A folder that was there before stays, and so do the folders below it.
+    (cwd / "old" / "search").mkdir()
+    _refuse(_job_dir(cwd / "old" / "search", "job"))
+    assert [p.name for p in (cwd / "old").iterdir()] == ["search"]
+    # Removal stops at a folder that holds anything else (another job's run directory).
+    (cwd / "new" / "search" / "other").mkdir(parents=True)
+    _refuse(_job_dir(cwd / "new" / "search", "job"))
+    assert [p.name for p in (cwd / "new" / "search").iterdir()] == ["other"]
+    # Outside the working directory nothing above the run directory is touched.
+    (tmp_path / "outside").mkdir()
+    _refuse(_job_dir(tmp_path / "outside", "job"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "outside"]
+
+
 def test_a_setting_left_unset_says_which_to_pass():
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue

@@ -189,6 +189,14 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     result = _run(tmp_path / "empty", "resume=true", check=False)
     assert result.returncode != 0
     assert "no checkpoint" in result.stderr + result.stdout
+    # With the default run directory (runs/search/<time>) in a fresh clone, the refusal
+    # leaves neither the run directory nor the runs/search/ folders Hydra made above it.
+    command = [sys.executable, "-m", "autodeeplab.search", *SMOKE, "resume=true"]
+    fresh = tmp_path / "clone"
+    fresh.mkdir()
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=fresh)
+    assert result.returncode == 2 and "no checkpoint" in result.stderr + result.stdout
+    assert not any(fresh.iterdir())
 
 
 def test_activation_checkpointing_runs_the_same_search(smoke_run, tmp_path):
