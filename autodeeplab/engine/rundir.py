@@ -145,6 +145,7 @@ def open_run_dir(
     required: tuple[str, ...] = (),
     stage: str | None = None,
     check_state: Callable[[dict[str, Any]], None] | None = None,
+    complete: Callable[[dict[str, Any]], bool] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any] | None]:
     """Lock and check ``run_dir`` (:func:`lock_run_dir`, :func:`check_run_dir`), load and check
@@ -152,7 +153,9 @@ def open_run_dir(
     stage that must have written it, then the
     caller's ``check_state``) and call ``on_start``; yields the checkpoint (None for a new run)
     and holds the lock until the end. Every refusal comes before ``on_start``, which records
-    the command in the directory.
+    the command in the directory. A resumed checkpoint gets ``"complete"``: what ``complete``
+    says of it (the run has nothing left to do), else False; for a complete run ``on_start``
+    is not called, so that resuming it writes nothing.
 
     Under ``torchrun`` only rank 0 touches the directory; the others wait for its checks, then
     get the checkpoint from it, or raise its error (no rank is left waiting for another)."""
@@ -172,7 +175,8 @@ def open_run_dir(
                 check_resume_world_size(state.get("world_size", 1), distributed.world_size(), path)
                 if check_state is not None:
                     check_state(state)
-            if on_start is not None:
+                state["complete"] = complete is not None and complete(state)
+            if on_start is not None and not (state is not None and state["complete"]):
                 on_start()
             return state
         except BaseException:

@@ -159,8 +159,11 @@ def run_retrain(
         check_state=lambda state: check_same_genotype(
             cfg.genotype, inputs.genotype, run_dir, state
         ),
+        complete=lambda state: state["step"] >= cfg.train.iterations,
         on_start=on_start,
     ) as state:
+        if state is not None and state["complete"]:
+            return _complete(cfg, run_dir, state)
         with deterministic_algorithms(cfg.train.deterministic):
             return _retrain(cfg, run_dir, state, inputs)
 
@@ -215,11 +218,13 @@ def restore_rng(state: dict[str, Any], seed: int) -> None:
             torch.manual_seed(derive_seed(seed, state["step"], distributed.rank()))
 
 
+def _metrics_text(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
 def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
     """``metrics.jsonl``: one JSON line per validation record."""
-    atomic_write_text(
-        run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    )
+    atomic_write_text(run_dir / "metrics.jsonl", _metrics_text(records))
 
 
 def log_validation(writer: Any, record: dict[str, Any]) -> None:
@@ -227,6 +232,28 @@ def log_validation(writer: Any, record: dict[str, Any]) -> None:
     for tag, key in (("val/miou", "miou"), ("val/pixel_acc", "pixel_acc"), ("lr", "lr")):
         writer.add_scalar(tag, record[key], record["step"])
     writer.flush()
+
+
+def _complete(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run that has trained every iteration: nothing to do but say so (and, on rank
+    0, bring ``metrics.jsonl`` up to date where a kill fell between the last checkpoint and
+    it); returns the best record, as the finished run did."""
+    if distributed.is_main():
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file() or metrics.read_text() != _metrics_text(state["records"]):
+            write_metrics(run_dir, state["records"])
+            log.info("%s rewritten from the last checkpoint", metrics)
+    best = distributed.run_on_main(functools.partial(_best_on_disk, run_dir, state["best"]))
+    log.info(
+        "%s holds a complete retrain (iteration %d of %d): nothing to do; best val mIoU %.3f "
+        "at iteration %d",
+        run_dir,
+        state["step"],
+        cfg.train.iterations,
+        best["miou"],
+        best["step"],
+    )
+    return best
 
 
 def _best_on_disk(run_dir: Path, best: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -378,6 +378,7 @@ def run_search(
     # it unusable.
     resolve_device(cfg.device)
     datasets = SearchData.datasets(cfg)
+
     with open_run_dir(
         run_dir,
         stage="search",
@@ -404,8 +405,21 @@ def run_search(
         ),
         # Refusals of the resume come before on_start, which records the command.
         check_state=lambda state: resumed_split(run_dir, len(datasets[0]), state),
+        # Every epoch done and the final genotype written: nothing to continue or repair.
+        complete=lambda state: (
+            state["epoch"] >= cfg.search.epochs and (run_dir / "genotype.json").is_file()
+        ),
         on_start=on_start,
     ) as state:
+        if state is not None and state["complete"]:
+            log.info(
+                "%s holds a complete search (epoch %d of %d): nothing to do; its genotype is in %s",
+                run_dir,
+                state["epoch"],
+                cfg.search.epochs,
+                run_dir / "genotype.json",
+            )
+            return Genotype.from_dict(state["genotype"], levels=cfg.space.levels)
         with deterministic_algorithms(cfg.search.deterministic):
             return _search(cfg, run_dir, state, datasets)
 

@@ -652,3 +652,28 @@ def test_a_deterministic_gpu_retrain_repeats_bit_for_bit(retrain_config, tmp_pat
     assert a["step"] == b["step"] == 24
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_resuming_a_complete_retrain_writes_nothing_and_returns_its_best(
+    retrain_config, tmp_path, caplog
+):
+    settings = ("experiment=smoke", "train.iterations=2", "train.val_every=1")
+    run = tmp_path / "run"
+    best = run_retrain(retrain_config(*settings), run)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    times = {p: p.stat().st_mtime_ns for p in files}
+
+    def on_start():  # the CLI records the command here (resume_N_overrides.yaml)
+        pytest.fail("on_start ran for a complete run")
+
+    with caplog.at_level(logging.INFO, logger="autodeeplab.retrain"):
+        again = run_retrain(retrain_config(*settings, "resume=true"), run, on_start=on_start)
+    assert again == best and again["step"] in (1, 2)
+    assert f"{run} holds a complete retrain (iteration 2 of 2): nothing to do" in caplog.text
+    assert {p for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == set(files)
+    assert all(p.read_bytes() == files[p] and p.stat().st_mtime_ns == times[p] for p in files)
+    # Killed between the last checkpoint and metrics.jsonl: the resume brings it up to date.
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+    run_retrain(retrain_config(*settings, "resume=true"), run, on_start=on_start)
+    assert metrics.read_bytes() == files[metrics]

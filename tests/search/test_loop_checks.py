@@ -298,3 +298,30 @@ def test_the_search_runs_with_deterministic_algorithms_as_configured(
     run_search(cfg, tmp_path / "run")
     assert seen == [deterministic]
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the search
+
+
+def test_resuming_a_complete_search_writes_nothing_and_returns_its_genotype(tmp_path, caplog):
+    run = tmp_path / "run"
+    genotype = run_search(_smoke("search.epochs=1", "tensorboard=true"), run)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    times = {p: p.stat().st_mtime_ns for p in files}
+
+    def on_start():  # the CLI records the command here (resume_N_overrides.yaml)
+        pytest.fail("on_start ran for a complete run")
+
+    resume = _smoke("search.epochs=1", "tensorboard=true", "resume=true")
+    with caplog.at_level(logging.INFO, logger="autodeeplab.search"):
+        again = run_search(resume, run, on_start=on_start)
+    assert again.to_dict() == genotype.to_dict()
+    assert f"{run} holds a complete search (epoch 1 of 1): nothing to do" in caplog.text
+    now = {p for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert now == set(files)
+    assert all(p.read_bytes() == files[p] and p.stat().st_mtime_ns == times[p] for p in files)
+    # Killed between the last checkpoint and genotype.json: the resume finishes the run.
+    (run / "genotype.json").unlink()
+    started = []
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="autodeeplab.search"):
+        again = run_search(resume, run, on_start=lambda: started.append(True))
+    assert started == [True] and "nothing to do" not in caplog.text
+    assert (run / "genotype.json").read_bytes() == files[run / "genotype.json"]
