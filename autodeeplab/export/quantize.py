@@ -3,9 +3,12 @@ Runtime), calibrated on training images of the checkpoint's dataset and scored b
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,33 @@ SCHEME = {
 }
 
 Sample = tuple[np.ndarray, np.ndarray]  # image (1, 3, H, W) float32, mask (H, W) int64
+
+log = logging.getLogger(__name__)
+
+#: ONNX Runtime's warning, on its root logger, for each weight of fewer dimensions than the
+#: per-channel axis (the BatchNorm scales that the pre-processing leaves unfolded, after pools
+#: and skip connections): it quantizes those per tensor instead.
+_PER_TENSOR_FALLBACK = re.compile(r"Axis \d+ is out-of-range for weight '(.+)' with rank \d+")
+
+
+@contextlib.contextmanager
+def _per_tensor_fallbacks() -> Iterator[list[str]]:
+    """Within the block, ONNX Runtime's per-weight warnings of :data:`_PER_TENSOR_FALLBACK`
+    are held back and the weights' names collected in the yielded list, to be reported once."""
+    names: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        match = _PER_TENSOR_FALLBACK.fullmatch(record.getMessage())
+        if match:
+            names.append(match[1])
+        return match is None
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield names
+    finally:
+        root.removeFilter(keep)
 
 
 def fit_to_size(
@@ -69,11 +99,12 @@ def load_samples(data: DataConfig, split: str, limit: int, size: tuple[int, int]
 
 def quantize_onnx(
     source: str | os.PathLike, target: str | os.PathLike, images: Sequence[np.ndarray]
-) -> None:
+) -> list[str]:
     """Write the int8 form of the ONNX model ``source`` to ``target`` (:data:`SCHEME`),
     calibrating activation ranges on ``images`` (each ``(1, 3, H, W)`` float32). The model is
     pre-processed first (shape inference, BN folded into convs), as ONNX Runtime recommends;
-    its symbolic shape inference is skipped (slow, and meant for transformer graphs)."""
+    its symbolic shape inference is skipped (slow, and meant for transformer graphs). Returns
+    the weights quantized per tensor instead of per channel, having no channel axis."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -93,16 +124,25 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as scratch:
         prepared = os.path.join(scratch, "prepared.onnx")
         quant_pre_process(os.fspath(source), prepared, skip_symbolic_shape=True)
-        quantize_static(
-            prepared,
-            os.fspath(target),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+        with _per_tensor_fallbacks() as per_tensor:
+            quantize_static(
+                prepared,
+                os.fspath(target),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+    if per_tensor:
+        log.info(
+            "int8: %d one-dimensional weight(s) quantized per tensor, having no channel axis "
+            "(BatchNorm scales not folded into a conv), e.g. %s",
+            len(per_tensor),
+            per_tensor[0],
         )
+    return per_tensor
 
 
 def runner_miou(
@@ -132,7 +172,7 @@ def quantization_report(
     ``latency["size"]`` (same warm-up, runs and threads as the float ``latency`` report)."""
     calibration = load_samples(data, "train", calibration_samples, size)
     validation = load_samples(data, "val", val_samples, size)
-    quantize_onnx(source, target, [image for image, _ in calibration])
+    per_tensor = quantize_onnx(source, target, [image for image, _ in calibration])
     float_runner = onnx_runner(source, threads=threads)
     int8_runner = onnx_runner(target, threads=threads)
     scores = {
@@ -148,6 +188,8 @@ def quantization_report(
     return {
         "file": os.path.basename(target),
         **SCHEME,
+        # Weights without a channel axis (BatchNorm scales left unfolded): per tensor.
+        "per_tensor_weights": per_tensor,
         "calibration_samples": len(calibration),
         "val_samples": len(validation),
         # Where the images came from, and the size they were fitted to (fit_to_size) for both
