@@ -44,6 +44,13 @@ def smoke_dir_seed1(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smoke_dir_two_layers(tmp_path_factory) -> Path:
+    """A run of another search space (two layers, one epoch)."""
+    run_dir = tmp_path_factory.mktemp("search") / "two_layers"
+    return smoke_search(run_dir, "space.layers=2", "search.epochs=1")
+
+
+@pytest.fixture(scope="session")
 def smoke_run(smoke_dir) -> SearchRun:
     return load_run(smoke_dir)
 

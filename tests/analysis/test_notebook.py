@@ -77,3 +77,19 @@ def test_notebook_runs_its_own_smoke_search_without_run_dir(smoke_dir_seed1, tmp
     run_dir = Path(notebook.cells[1].outputs[0]["text"].splitlines()[0])
     assert run_dir.name == "smoke" and run_dir.parent.parent == tmp_path
     assert (run_dir / "genotype.json").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_names_and_skips_a_comparison_run_of_another_space(
+    smoke_dir, smoke_dir_two_layers, tmp_path, monkeypatch
+):
+    other = smoke_dir_two_layers
+    monkeypatch.setenv("RUN_DIR", str(smoke_dir))
+    monkeypatch.setenv("COMPARE_DIR", str(other))
+    notebook = _execute(tmp_path)  # no cell fails
+    assert len(_outputs(notebook, "image/png")) == FIGURES - 1
+    text = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert f"COMPARE_DIR={other}: cannot compare genotypes of different spaces" in text
+    assert "skipping the comparison" in text
