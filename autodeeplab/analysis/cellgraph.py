@@ -3,7 +3,7 @@ blocks in ranks by dependency, ``concat`` (the cell's output, all blocks concate
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
@@ -20,9 +20,11 @@ INCH_PER_UNIT = 0.5
 _CLEARANCE = 0.35  # gap between a bent edge and the nodes it passes
 # Op labels: first tried at this fraction of the visible part of their edge, near the source
 # (where the labels of two edges that cross between two ranks are still apart), then further
-# along until they overlap no node and no other label.
-_LABEL_AT = (0.3, 0.45, 0.6, 0.2, 0.75)
+# along until they overlap no node and no other label; where every place overlaps something
+# (many edges between two ranks), the place of least overlap, trying each twentieth.
+_LABEL_AT = (0.3, 0.45, 0.6, 0.2, 0.75) + tuple(k / 20 for k in range(2, 19))
 _CHAR_W, _LABEL_H = 0.12, 0.32  # size of a 7-point label in data units (per char; height)
+_EDGES_PER_GAP = 4  # op edges a gap between ranks takes at X_STEP; more widen it in proportion
 
 Point = tuple[float, float]
 
@@ -57,15 +59,18 @@ def point_on_arc(start: Point, end: Point, rad: float, t: float) -> Point:
     return (u * u * x0 + 2 * u * t * cx + t * t * x1, u * u * y0 + 2 * u * t * cy + t * t * y1)
 
 
-def _bend(start: Point, end: Point, ranks: dict[int, list[float]]) -> float:
+def _bend(
+    start: Point, end: Point, ranks: dict[int, list[float]], rank_x: Sequence[float]
+) -> float:
     """Curvature of an edge: 0 between neighbouring ranks; an edge that skips ranks bends away
-    from the middle just enough to clear the nodes of the ranks it passes."""
+    from the middle just enough to clear the nodes of the ranks it passes (rank ``r`` at
+    ``x = rank_x[r]``)."""
     (x0, y0), (x1, y1) = start, end
     dx = x1 - x0
     up = y0 + y1 > 0 or (y0 + y1 == 0 and y0 >= 0)  # away from the middle, else the source's side
     need = 0.0
-    for r in range(round(x0 / X_STEP) + 1, round(x1 / X_STEP)):
-        s = (r * X_STEP - x0) / dx  # where the rank crosses the chord
+    for r in (r for r, x in enumerate(rank_x) if x0 < x < x1):
+        s = (rank_x[r] - x0) / dx  # where the rank crosses the chord
         chord = y0 + s * (y1 - y0)
         edge = max(ranks[r]) if up else -min(ranks[r])
         gap = edge + NODE_H / 2 + _CLEARANCE - (chord if up else -chord)
@@ -80,23 +85,33 @@ def cell_layout(genotype: Genotype) -> CellLayout:
     for b, block in enumerate(genotype.cell, start=1):
         rank[f"block{b}"] = 1 + max(rank[e.input] for e in block)
     rank["concat"] = max(rank.values()) + 1
+    # A gap that many op edges cross is widened, so that their labels can stagger along them.
+    crossing = [0] * rank["concat"]
+    for b, block in enumerate(genotype.cell, start=1):
+        for edge in block:
+            for gap in range(rank[edge.input], rank[f"block{b}"]):
+                crossing[gap] += 1
+    rank_x = [0.0]
+    for count in crossing:
+        rank_x.append(rank_x[-1] + X_STEP * max(1.0, count / _EDGES_PER_GAP))
     positions: dict[str, Point] = {}
     ranks: dict[int, list[float]] = {}
     for r in range(rank["concat"] + 1):
         names = [name for name, value in rank.items() if value == r]
         ranks[r] = [((len(names) - 1) / 2 - k) * Y_STEP for k in range(len(names))]
-        positions.update({name: (r * X_STEP, y) for name, y in zip(names, ranks[r])})
+        positions.update({name: (rank_x[r], y) for name, y in zip(names, ranks[r])})
     edges = []
     for b, block in enumerate(genotype.cell, start=1):
         target = f"block{b}"
         for edge in block:
-            rad = _bend(positions[edge.input], positions[target], ranks)
+            rad = _bend(positions[edge.input], positions[target], ranks, rank_x)
             edges.append((edge.input, target, edge.op, rad))
-        edges.append((target, "concat", None, _bend(positions[target], positions["concat"], ranks)))
+        rad = _bend(positions[target], positions["concat"], ranks, rank_x)
+        edges.append((target, "concat", None, rad))
     labels = _place_labels(positions, [e for e in edges if e[2] is not None])
     ys = [y for _, y in positions.values()] + [y for _, y in labels]
     ys += [point_on_arc(positions[a], positions[b], rad, 0.5)[1] for a, b, _, rad in edges]
-    xlim = (-NODE_W, rank["concat"] * X_STEP + NODE_W)
+    xlim = (-NODE_W, rank_x[-1] + NODE_W)
     return CellLayout(positions, tuple(edges), labels, xlim, (min(ys) - 0.7, max(ys) + 0.7))
 
 
@@ -114,16 +129,18 @@ def _place_labels(
             point_on_arc(start, end, rad, (NODE_W / 2 + f * (span - NODE_W)) / span)
             for f in _LABEL_AT
         ]
-        free = [p for p in options if not any(_overlap(p, width, box) for box in taken)]
-        x, y = (free or options)[0]
+        x, y = min(options, key=lambda p: sum(_overlap_area(p, width, box) for box in taken))
         taken.append((x, y, width, _LABEL_H))
         placed.append((x, y))
     return tuple(placed)
 
 
-def _overlap(centre: Point, width: float, box: tuple[float, float, float, float]) -> bool:
+def _overlap_area(centre: Point, width: float, box: tuple[float, float, float, float]) -> float:
+    """How much a label of ``width`` at ``centre`` overlaps ``box`` (centre, width, height)."""
     x, y, w, h = box
-    return abs(centre[0] - x) < (width + w) / 2 and abs(centre[1] - y) < (_LABEL_H + h) / 2
+    across = (width + w) / 2 - abs(centre[0] - x)
+    down = (_LABEL_H + h) / 2 - abs(centre[1] - y)
+    return max(across, 0.0) * max(down, 0.0)
 
 
 def draw_cell(ax: Axes, genotype: Genotype, highlight: Collection[int] = ()) -> None:

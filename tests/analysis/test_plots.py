@@ -206,6 +206,41 @@ def test_cell_layout_puts_every_block_right_of_its_inputs(smoke_run, name):
     assert len(_with_gid(fig.axes[0].texts, "op")) == 2 * genotype.blocks
 
 
+#: Every block reads both cell inputs: eleven op edges between the first two ranks.
+_CROWDED = {
+    "format": "autodeeplab-genotype-v1",
+    "cell": [
+        [{"op": "skip_connect", "input": "prev_prev"}, {"op": "sep_conv_5x5", "input": "prev"}],
+        [{"op": "skip_connect", "input": "prev_prev"}, {"op": "sep_conv_5x5", "input": "prev"}],
+        [{"op": "skip_connect", "input": "prev_prev"}, {"op": "sep_conv_5x5", "input": "prev"}],
+        [
+            {"op": "skip_connect", "input": "prev_prev"},
+            {"op": "atrous_conv_3x3", "input": "block3"},
+        ],
+        [{"op": "skip_connect", "input": "prev_prev"}, {"op": "atrous_conv_3x3", "input": "prev"}],
+    ],
+    "path": [0, 0, 0, 0, 0, 1],
+}
+
+
+@pytest.mark.parametrize("name", ["paper", "crowded"])
+def test_op_labels_overlap_neither_each_other_nor_a_node(name):
+    from autodeeplab.analysis.cellgraph import _CHAR_W, _LABEL_H, NODE_H, NODE_W
+
+    genotype = Genotype.named("paper") if name == "paper" else Genotype.from_dict(_CROWDED)
+    layout = cell_layout(genotype)
+    ops = [op for _, _, op, _ in layout.edges if op is not None]
+    boxes = [(x, y, _CHAR_W * len(op), _LABEL_H) for (x, y), op in zip(layout.labels, ops)]
+    nodes = [(x, y, NODE_W, NODE_H) for x, y in layout.positions.values()]
+
+    def apart(a, b):
+        return abs(a[0] - b[0]) >= (a[2] + b[2]) / 2 or abs(a[1] - b[1]) >= (a[3] + b[3]) / 2
+
+    for i, label in enumerate(boxes):
+        assert all(apart(label, other) for other in boxes[i + 1 :]), ops[i]
+        assert all(apart(label, node) for node in nodes), ops[i]
+
+
 def test_genotype_changes(smoke_run):
     fig = plot_genotype_changes(smoke_run)
     (ax,) = fig.axes
