@@ -159,7 +159,11 @@ def run_retrain(
         check_state=lambda state: check_same_genotype(
             cfg.genotype, inputs.genotype, run_dir, state
         ),
-        complete=lambda state: state["step"] >= cfg.train.iterations,
+        # Every iteration trained and the last validation's outputs written (metrics.jsonl
+        # last, after TensorBoard's entries): nothing to continue or repair.
+        complete=lambda state: (
+            state["step"] >= cfg.train.iterations and _metrics_current(run_dir, state["records"])
+        ),
         on_start=on_start,
     ) as state:
         if state is not None and state["complete"]:
@@ -234,15 +238,16 @@ def log_validation(writer: Any, record: dict[str, Any]) -> None:
     writer.flush()
 
 
+def _metrics_current(run_dir: Path, records: list[dict[str, Any]]) -> bool:
+    """Whether ``metrics.jsonl`` holds ``records`` (a checkpoint's) as :func:`write_metrics`
+    writes them."""
+    path = run_dir / "metrics.jsonl"
+    return path.is_file() and path.read_text() == _metrics_text(records)
+
+
 def _complete(cfg: RetrainConfig, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run that has trained every iteration: nothing to do but say so (and, on rank
-    0, bring ``metrics.jsonl`` up to date where a kill fell between the last checkpoint and
-    it); returns the best record, as the finished run did."""
-    if distributed.is_main():
-        metrics = run_dir / "metrics.jsonl"
-        if not metrics.is_file() or metrics.read_text() != _metrics_text(state["records"]):
-            write_metrics(run_dir, state["records"])
-            log.info("%s rewritten from the last checkpoint", metrics)
+    """A resumed run that has trained every iteration and written every output: nothing to
+    do but say so; returns the best record, as the finished run did."""
     best = distributed.run_on_main(functools.partial(_best_on_disk, run_dir, state["best"]))
     log.info(
         "%s holds a complete retrain (iteration %d of %d): nothing to do; best val mIoU %.3f "
@@ -478,10 +483,10 @@ def _retrain(
                 # previous ``last.pt`` and writes this best again, where the other order would
                 # resume believing in a best that ``best.pt`` does not hold.
                 checkpoint(*([run_dir / BEST] if improved else []), run_dir / CHECKPOINT)
-                if main:
-                    write_metrics(run_dir, records)
                 if writer is not None:
                     log_validation(writer, record)
+                if main:  # last: a resume finds the run complete only once it is written
+                    write_metrics(run_dir, records)
                 log.info(
                     "iteration %d/%d: train_loss %.3f val mIoU %.3f%s",
                     step,

@@ -533,7 +533,7 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("killed_in", ["evaluate_model", "write_metrics"])
+@pytest.mark.parametrize("killed_in", ["evaluate_model", "log_validation", "write_metrics"])
 def test_resume_writes_the_same_metrics_and_tensorboard_entries(
     retrain_config, smoke_retrain, tmp_path, monkeypatch, killed_in
 ):
@@ -657,7 +657,7 @@ def test_a_deterministic_gpu_retrain_repeats_bit_for_bit(retrain_config, tmp_pat
 def test_resuming_a_complete_retrain_writes_nothing_and_returns_its_best(
     retrain_config, tmp_path, caplog
 ):
-    settings = ("experiment=smoke", "train.iterations=2", "train.val_every=1")
+    settings = ("experiment=smoke", "train.iterations=2", "train.val_every=1", "tensorboard=true")
     run = tmp_path / "run"
     best = run_retrain(retrain_config(*settings), run)
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
@@ -675,5 +675,6 @@ def test_resuming_a_complete_retrain_writes_nothing_and_returns_its_best(
     # Killed between the last checkpoint and metrics.jsonl: the resume brings it up to date.
     metrics = run / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
-    run_retrain(retrain_config(*settings, "resume=true"), run, on_start=on_start)
-    assert metrics.read_bytes() == files[metrics]
+    started = []
+    run_retrain(retrain_config(*settings, "resume=true"), run, on_start=lambda: started.append(1))
+    assert started == [1] and metrics.read_bytes() == files[metrics]
