@@ -281,10 +281,16 @@ def _remove_empty_parents(run_dir: Path) -> None:
     clone): where the run directory's top folder below the working directory was not there
     when this module was imported, every folder between it and ``run_dir`` is this job's, and
     each is removed while empty (``rmdir`` fails on one another job has just written into,
-    which stays). Folders that were there before, and any outside the working directory,
-    stay."""
+    which stays). Folders below one that was there before (``runs/retrain/`` made in an
+    existing ``runs/``) stay, as does anything outside the working directory or when the
+    process has changed directory since the import. (Another job in the same fresh clone may
+    find ``runs/`` gone between its own two ``mkdir`` calls: a window of microseconds.)"""
     cwd, run_dir = _START_DIR, run_dir.resolve()
-    if cwd is None or _START_ENTRIES is None or cwd not in run_dir.parents:
+    try:  # a process that has changed directory since (a notebook): its snapshot is stale
+        same = cwd is not None and Path.cwd().resolve() == cwd
+    except OSError:
+        same = False
+    if not same or _START_ENTRIES is None or cwd not in run_dir.parents:
         return
     top = cwd / run_dir.relative_to(cwd).parts[0]
     if top.name in _START_ENTRIES:

@@ -38,9 +38,9 @@ def test_benchmark_times_each_worker_count_over_the_timed_epochs(bench, capsys):
     assert loader["num_workers"] == 0
     assert len(loader["epoch_s"]) == 2  # the warm-up epoch is not timed
     # 4 samples per epoch (the search's loader drops a last partial batch) over the two timed
-    # epochs; each epoch time is rounded to 1 ms.
+    # epochs; each epoch time is rounded to 1 ms, the rate to 0.01.
     total = sum(loader["epoch_s"])
     upper = 8 / (total - 0.001) if total > 0.001 else float("inf")
-    assert 8 / (total + 0.001) <= loader["samples_per_s"] <= upper
+    assert 8 / (total + 0.001) - 0.005 <= loader["samples_per_s"] <= upper + 0.005
     assert loader["first_batch_s"] <= max(loader["epoch_s"])
     assert result["decode_ms"] > 0 and result["transform_ms"] > 0

@@ -118,7 +118,8 @@ def cell_layout(genotype: Genotype) -> CellLayout:
 def _place_labels(
     positions: dict[str, Point], edges: list[tuple[str, str, str | None, float]]
 ) -> tuple[Point, ...]:
-    """A centre for each edge's op label on its curve, clear of nodes and earlier labels."""
+    """A centre for each edge's op label on its curve: the first place (in :data:`_LABEL_AT`
+    order) clear of nodes and earlier labels, else the one that overlaps them least."""
     taken = [(x, y, NODE_W + 0.1, NODE_H + 0.1) for x, y in positions.values()]
     placed = []
     for source, target, op, rad in edges:

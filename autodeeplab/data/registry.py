@@ -139,18 +139,22 @@ def check_against_config(dataset: Dataset, cfg: DataConfig) -> None:
         )
 
 
-def dataset_from_config(cfg: DataConfig, split: str, limit: int | None = None) -> Dataset:
+def dataset_from_config(
+    cfg: DataConfig, split: str, limit: int | None = None, limit_key: str | None = None
+) -> Dataset:
     """The ``split`` of the dataset ``cfg`` describes, checked against its ``num_classes`` and
-    ``ignore_index``; ``limit`` keeps the first samples only."""
+    ``ignore_index``; ``limit`` keeps the first samples only, and ``limit_key`` is the setting
+    it comes from, as messages name it (default ``data.<split>_samples``)."""
+    limit_key = limit_key or f"data.{split}_samples"
     dataset = build_dataset(cfg.name, root=cfg.root, split=split, **cfg.options)
     check_against_config(dataset, cfg)
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"data.{split}_samples={limit}; expected a positive number or null")
+            raise ValueError(f"{limit_key}={limit}; expected a positive number or null")
         if limit > len(dataset):
             log.warning(
-                "data.%s_samples=%d but the %s split of %s has %d samples: using all of them",
-                split, limit, split, cfg.name, len(dataset),
+                "%s=%d but the %s split of %s has %d samples: using all of them",
+                limit_key, limit, split, cfg.name, len(dataset),
             )  # fmt: skip
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     return dataset

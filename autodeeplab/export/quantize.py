@@ -48,7 +48,11 @@ def _per_tensor_fallbacks() -> Iterator[list[str]]:
     names: list[str] = []
 
     def keep(record: logging.LogRecord) -> bool:
-        match = _PER_TENSOR_FALLBACK.fullmatch(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging's own error handling reports it
+            return True
+        match = _PER_TENSOR_FALLBACK.fullmatch(message)
         if match:
             names.append(match[1])
         return match is None
@@ -82,12 +86,15 @@ def fit_to_size(
     )
 
 
-def load_samples(data: DataConfig, split: str, limit: int, size: tuple[int, int]) -> list[Sample]:
+def load_samples(
+    data: DataConfig, split: str, limit: int, size: tuple[int, int], key: str
+) -> list[Sample]:
     """The first ``limit`` samples of ``data``'s ``split`` after the evaluation transform
-    (ImageNet normalisation), fitted to ``size`` with :func:`fit_to_size`."""
+    (ImageNet normalisation), fitted to ``size`` with :func:`fit_to_size`; ``key`` is the
+    setting ``limit`` comes from, as messages name it."""
     if limit < 1:
-        raise ValueError(f"{split} samples for quantization: {limit}; expected at least 1")
-    dataset = dataset_from_config(data, split, limit)
+        raise ValueError(f"{key}={limit}; expected at least 1")
+    dataset = dataset_from_config(data, split, limit, limit_key=key)
     transform = eval_transform()
     samples = []
     for index in range(len(dataset)):
@@ -170,8 +177,8 @@ def quantization_report(
     """Quantize ``source`` into ``target`` on ``calibration_samples`` training images and
     compare the two on ``val_samples`` validation images (mIoU) and in latency at
     ``latency["size"]`` (same warm-up, runs and threads as the float ``latency`` report)."""
-    calibration = load_samples(data, "train", calibration_samples, size)
-    validation = load_samples(data, "val", val_samples, size)
+    calibration = load_samples(data, "train", calibration_samples, size, "calibration_samples")
+    validation = load_samples(data, "val", val_samples, size, "quant_val_samples")
     per_tensor = quantize_onnx(source, target, [image for image, _ in calibration])
     float_runner = onnx_runner(source, threads=threads)
     int8_runner = onnx_runner(target, threads=threads)

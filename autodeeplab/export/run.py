@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -132,39 +132,47 @@ def _claim(folder: Path, overwrite: bool) -> None:
         )
 
 
-#: The hidden folder an export is built in: ``.staging-<random>-<pid>@<host>`` inside its
-#: output folder, so that a later export can tell one whose process died (SIGKILL, a crash of
-#: the machine) from one still being built.
+#: The hidden folder an export is built in, inside its output folder. Its process holds an
+#: exclusive ``flock`` on the folder's :data:`STAGING_LOCK` for the whole export; the kernel
+#: releases it when the process ends, however it ends (SIGKILL, out of memory), so a later
+#: export can tell a folder left behind from one still being built, also across PID
+#: namespaces and hosts that share the file system.
 STAGING_PREFIX = ".staging-"
+STAGING_LOCK = ".lock"
 
 
-def _staging_owner() -> str:
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
-def _process_alive(pid: int) -> bool:
+def _make_staging(folder: Path) -> tuple[Path, IO]:
+    """A new staging folder in ``folder`` and the open, locked handle of its lock file. The
+    lock is taken under another name and the file renamed into place, so a lock file that a
+    concurrent export can see is always locked."""
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        handle = open(staging / f"{STAGING_LOCK}.new", "w")  # noqa: SIM115 (held for the export)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        os.rename(staging / f"{STAGING_LOCK}.new", staging / STAGING_LOCK)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, handle
 
 
 def _remove_stale_staging(folder: Path) -> None:
-    """Remove the hidden folders (:data:`STAGING_PREFIX`) that exports on this host left in
-    ``folder`` when their process was killed without cleaning up; those of live processes, of
-    other hosts and of unknown owners stay."""
-    host = socket.gethostname()
+    """Remove the staging folders in ``folder`` whose export ended without cleaning up: those
+    whose lock file (:data:`STAGING_LOCK`) no process holds. Folders being built (their lock
+    held) and folders without a lock file (earlier versions', or one just being made) stay."""
     for staging in folder.glob(f"{STAGING_PREFIX}*"):
-        _, _, owner = staging.name[len(STAGING_PREFIX) :].partition("-")
-        pid, _, owner_host = owner.partition("@")
-        if not staging.is_dir() or owner_host != host or not pid.isdigit():
+        try:
+            handle = open(staging / STAGING_LOCK)  # noqa: SIM115 (closed below)
+        except OSError:
             continue
-        if not _process_alive(int(pid)):
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # an export in progress
             shutil.rmtree(staging, ignore_errors=True)
-            log.info("removed %s, left by an export (process %s) that did not finish", staging, pid)
+        if not staging.exists():
+            log.info("removed %s, left by an export that did not finish", staging)
 
 
 def _publish(staging: Path, folder: Path) -> None:
@@ -278,14 +286,13 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(folder)
-    staging = Path(
-        tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=f"-{_staging_owner()}", dir=folder)
-    )
+    staging, lock = _make_staging(folder)
     try:
         with _terminate_as_exit():
             return _export(cfg, model, source, data, staging, folder, threads, sizes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        lock.close()
         if made and not any(folder.iterdir()):
             folder.rmdir()
 

@@ -204,7 +204,9 @@ class Supernet(nn.Module):
     ) -> torch.Tensor:
         """The forward pass under given normalised architecture weights."""
         if self.training:
-            check_training_input("Supernet", x.shape, self.lattice.levels - 1)
+            # Level s exists from layer s on.
+            coarsest = min(self.lattice.levels - 1, self.lattice.layers)
+            check_training_input("Supernet", x.shape, coarsest)
         # No cast cache: each weight is cast once per pass anyway, and a CUDA graph capture
         # (search.cuda_graphs) must not keep casts made outside it.
         autocast = torch.autocast(

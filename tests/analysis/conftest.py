@@ -44,10 +44,11 @@ def smoke_dir_seed1(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_dir_two_layers(tmp_path_factory) -> Path:
-    """A run of another search space (two layers, one epoch)."""
-    run_dir = tmp_path_factory.mktemp("search") / "two_layers"
-    return smoke_search(run_dir, "space.layers=2", "search.epochs=1")
+def smoke_dir_two_levels(tmp_path_factory) -> Path:
+    """A run of another search space: the smoke run's cell and layers on two levels (one
+    epoch), so its genotype compares with theirs but its lattice does not."""
+    run_dir = tmp_path_factory.mktemp("search") / "two_levels"
+    return smoke_search(run_dir, "space.levels=2", "search.epochs=1")
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,9 @@ def test_notebook_runs_its_own_smoke_search_without_run_dir(smoke_dir_seed1, tmp
 
 @pytest.mark.slow
 def test_notebook_names_and_skips_a_comparison_run_of_another_space(
-    smoke_dir, smoke_dir_two_layers, tmp_path, monkeypatch
+    smoke_dir, smoke_dir_two_levels, tmp_path, monkeypatch
 ):
-    other = smoke_dir_two_layers
+    other = smoke_dir_two_levels
     monkeypatch.setenv("RUN_DIR", str(smoke_dir))
     monkeypatch.setenv("COMPARE_DIR", str(other))
     notebook = _execute(tmp_path)  # no cell fails
@@ -91,5 +91,5 @@ def test_notebook_names_and_skips_a_comparison_run_of_another_space(
     text = "".join(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
-    assert f"COMPARE_DIR={other}: cannot compare genotypes of different spaces" in text
+    assert f"COMPARE_DIR={other}: cannot compare runs of Lattice(layers=3, levels=3) and " in text
     assert "skipping the comparison" in text

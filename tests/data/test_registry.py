@@ -33,6 +33,13 @@ def test_a_limit_above_the_split_size_uses_the_whole_split_and_says_so(caplog):
     assert "data.val_samples=10" in message and "6 samples" in message and "textures" in message
 
 
+def test_a_limit_from_another_setting_is_named_by_it(caplog):
+    with caplog.at_level(logging.WARNING):
+        dataset_from_config(_config(), "train", 9, limit_key="calibration_samples")
+    (record,) = caplog.records
+    assert record.getMessage().startswith("calibration_samples=9 but the train split")
+
+
 def test_a_limit_below_one_is_refused():
     with pytest.raises(ValueError, match=r"data.train_samples=0; expected a positive number"):
         dataset_from_config(_config(), "train", 0)

@@ -284,7 +284,8 @@ def test_a_refusal_removes_the_folders_hydra_made_above_the_run_directory(tmp_pa
     # The working directory held "old" when the command started; "runs" and "new" are new.
     cwd = tmp_path / "cwd"
     (cwd / "old").mkdir(parents=True)
-    monkeypatch.setattr(launch, "_START_DIR", cwd)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(launch, "_START_DIR", cwd.resolve())
     monkeypatch.setattr(launch, "_START_ENTRIES", frozenset({"old"}))
     (cwd / "runs" / "search").mkdir(parents=True)
     _refuse(_job_dir(cwd / "runs" / "search", "job"))
@@ -301,6 +302,11 @@ def test_a_refusal_removes_the_folders_hydra_made_above_the_run_directory(tmp_pa
     (tmp_path / "outside").mkdir()
     _refuse(_job_dir(tmp_path / "outside", "job"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "outside"]
+    # A process that has changed directory since (a notebook) has a stale snapshot: nothing.
+    monkeypatch.chdir(cwd / "old")
+    (cwd / "later" / "search").mkdir(parents=True)
+    _refuse(_job_dir(cwd / "later" / "search", "job"))
+    assert (cwd / "later" / "search").is_dir()
 
 
 def test_a_setting_left_unset_says_which_to_pass():

@@ -118,38 +118,39 @@ def test_a_mistyped_checkpoint_is_named_before_the_output_folder(
 def test_staging_folders_that_killed_exports_left_are_removed_and_others_kept(
     smoke_checkpoint, export_config, tmp_path, monkeypatch
 ):
-    import socket
+    import fcntl
 
     import autodeeplab.export.run as export_run
 
     monkeypatch.setattr(export_run, "count_multi_adds", lambda model, size: 0)
-    finished = subprocess.Popen([sys.executable, "-c", "pass"])
-    finished.wait()  # its pid names no live process (reuse within the test is unlikely)
-    host = socket.gethostname()
     out = tmp_path / "export"
-    names = {
-        "dead": f".staging-abcd1234-{finished.pid}@{host}",
-        "live": f".staging-efgh5678-{os.getpid()}@{host}",
-        "other host": f".staging-ijkl9012-{finished.pid}@not-{host}",
-        "no owner": ".staging-mnop3456",
-    }
+    names = {"dead": ".staging-abcd1234", "live": ".staging-efgh5678", "no lock": ".staging-mnop"}
     for name in names.values():
         (out / name).mkdir(parents=True)
         (out / name / "model.pt").write_bytes(b"partial")
+    (out / names["dead"] / ".lock").write_text("")  # its process ended: nobody holds it
+    held = open(out / names["live"] / ".lock", "w")  # an export in progress holds its lock
+    fcntl.flock(held, fcntl.LOCK_EX)
     seen = []
     real_latency = export_run.latency_report
 
     def latency(*args, **kwargs):  # the staging folder of the export in progress
-        seen.extend(p.name for p in out.iterdir() if p.name not in names.values())
+        seen.extend(
+            (p, (p / ".lock").is_file()) for p in out.iterdir() if p.name not in names.values()
+        )
         return real_latency(*args, **kwargs)
 
     monkeypatch.setattr(export_run, "latency_report", latency)
     settings = (f"out={out}", "format=torchscript", "latency_runs=1", "latency_warmup=0")
-    run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings))
+    try:
+        run_export(export_config(f"checkpoint={smoke_checkpoint}", *settings))
+    finally:
+        held.close()
     left = {p.name for p in out.iterdir()}
     assert left == {"model.pt", "export.json", *names.values()} - {names["dead"]}
-    (own,) = seen
-    assert own.startswith(".staging-") and own.endswith(f"-{os.getpid()}@{host}")
+    ((own, locked),) = seen
+    assert own.name.startswith(".staging-") and locked
+    assert not own.exists()  # removed at the end
 
 
 def test_a_failed_overwrite_keeps_the_earlier_export(

@@ -23,6 +23,9 @@ def test_onnx_runtimes_per_tensor_fallback_warnings_are_collected_not_shown(capl
         for name in ("cells.5.ops.0.0.bn.weight", "cells.7.ops.1.0.bn.weight"):
             logging.warning(f"Axis 1 is out-of-range for weight '{name}' with rank 1")
         logging.warning("Another warning")
+        # A malformed call passes the filter to logging's own error handling, unraised.
+        malformed = logging.makeLogRecord({"msg": "a malformed call %d", "args": ("x",)})
+        assert logging.getLogger().filter(malformed)
     logging.warning("Axis 1 is out-of-range for weight 'after' with rank 1")
     assert names == ["cells.5.ops.0.0.bn.weight", "cells.7.ops.1.0.bn.weight"]
     assert caplog.messages == [

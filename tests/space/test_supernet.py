@@ -136,6 +136,11 @@ def test_a_training_input_that_shrinks_to_one_value_per_channel_is_refused_namin
     assert net(torch.randn(1, 3, 16, 17)).shape == (1, 4, 16, 17)  # a 1x2 map: two values
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 4, 16, 16)
     assert net.eval()(torch.randn(1, 3, 16, 16)).shape == (1, 4, 16, 16)
+    # Level s exists from layer s on: two layers of four levels reach level 2 only.
+    shallow = _tiny(4, 2, 4, 2).train()
+    assert shallow(torch.randn(1, 3, 32, 32)).shape == (1, 4, 32, 32)  # 2x2 at level 2
+    with pytest.raises(ValueError, match=r"leaves a 1x1 map at level 2"):
+        shallow(torch.randn(1, 3, 16, 16))
 
 
 def test_arch_parameters_are_held_apart_from_the_weights():
