@@ -1,6 +1,8 @@
 """Shared test settings: one torch thread (the machine's other core is often busy)."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,3 +33,18 @@ def device(request, monkeypatch):
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="session")
+def experiment_script():
+    """``experiment_script(name)``: the module of ``experiments/<name>.py``, loaded from its
+    file (the scripts are not a package)."""
+
+    def load(name: str):
+        path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,21 +1,11 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 
-def _script():
-    path = Path(__file__).parents[1] / "experiments" / "ab_joined_calls.py"
-    spec = importlib.util.spec_from_file_location("ab_joined_calls", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_ab_compares_joined_and_separate_calls_of_the_same_supernet(capsys):
-    ab = _script()
+def test_ab_compares_joined_and_separate_calls_of_the_same_supernet(capsys, experiment_script):
+    ab = experiment_script("ab_joined_calls")
     small = ["--layers", "3", "--levels", "2", "--filter-multiplier", "2", "--blocks", "3"]
     result = ab.main([*small, "--classes", "3", "--crop", "16", "--pairs", "2", "--warmup", "1"])
     printed = json.loads(capsys.readouterr().out)
@@ -27,10 +17,10 @@ def test_ab_compares_joined_and_separate_calls_of_the_same_supernet(capsys):
     assert result["config"]["pairs"] == 2 and "median_ratio" in result and "min_ratio" in result
 
 
-def test_separate_copy_makes_one_call_per_input_with_the_same_weights():
+def test_separate_copy_makes_one_call_per_input_with_the_same_weights(experiment_script):
     from autodeeplab import build_supernet
 
-    ab = _script()
+    ab = experiment_script("ab_joined_calls")
     net = build_supernet(num_classes=3, layers=3, levels=2, filter_multiplier=2, blocks=3)
     other = ab.separate_calls(net)
     for node, copy in zip(net.nodes, other.nodes, strict=True):

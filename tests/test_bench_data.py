@@ -1,20 +1,13 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-BENCH = Path(__file__).parents[1] / "experiments" / "bench_data.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_data", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(experiment_script):
+    return experiment_script("bench_data")
 
 
 def test_dataset_has_the_requested_size_and_classes(bench, tmp_path):

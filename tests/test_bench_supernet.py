@@ -1,5 +1,4 @@
 import ctypes.util
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,11 +10,8 @@ BENCH = Path(__file__).parents[1] / "experiments" / "bench_supernet.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_supernet", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(experiment_script):
+    return experiment_script("bench_supernet")
 
 
 def _maps(*paths):
