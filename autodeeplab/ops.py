@@ -35,14 +35,20 @@ def half_size(size: tuple[int, int]) -> tuple[int, int]:
     return ((size[0] + 1) // 2, (size[1] + 1) // 2)
 
 
+def level_size(size: tuple[int, int], level: int) -> tuple[int, int]:
+    """The map size at ``level`` (stride ``4 * 2**level``: the stem's two halvings, then one
+    per level) of an input of ``size``."""
+    for _ in range(2 + level):
+        size = half_size(size)
+    return size
+
+
 def check_coarsest_map(crop_size: int, batch_size: int, level: int, batch_key: str) -> None:
     """Refuse training batches whose ``crop_size`` crops shrink to one pixel at ``level``
     (stride ``4 * 2**level``: the stem's two halvings, then one per level) with a batch of
     one: BatchNorm in training needs more than one value per channel. ``batch_key`` names the
     batch size's setting in the message."""
-    size = (crop_size, crop_size)
-    for _ in range(2 + level):
-        size = half_size(size)
+    size = level_size((crop_size, crop_size), level)
     if batch_size * size[0] * size[1] < 2:
         raise ValueError(
             f"data.crop_size={crop_size} leaves a {size[0]}x{size[1]} map at level {level}, and "
@@ -56,9 +62,7 @@ def check_training_input(model: str, shape: torch.Size, level: int) -> None:
     whose maps shrink to one pixel at ``level`` with one image: BatchNorm in training needs
     more than one value per channel (PyTorch's own error names neither the input nor a
     remedy). The Python API's counterpart of :func:`check_coarsest_map`."""
-    size = (int(shape[-2]), int(shape[-1]))
-    for _ in range(2 + level):
-        size = half_size(size)
+    size = level_size((int(shape[-2]), int(shape[-1])), level)
     if int(shape[0]) * size[0] * size[1] < 2:
         raise ValueError(
             f"{model} in training mode: an input of shape {tuple(shape)} leaves a "

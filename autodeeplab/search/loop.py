@@ -378,7 +378,6 @@ def run_search(
     # it unusable.
     resolve_device(cfg.device)
     datasets = SearchData.datasets(cfg)
-
     with open_run_dir(
         run_dir,
         stage="search",
